@@ -1,0 +1,51 @@
+# duanka: `make demo` and `make test` work on a fresh clone; each sets up
+# what it needs (.venv, Python dependencies, Debian tools, broker jars).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install tools test lint typecheck unit integration demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the tests and the demo use: kcat (a third Kafka client the
+# integration tests check) and docker-compose (validates docker-compose.yml
+# without an engine).
+tools:
+	@missing=""; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -m 'not integration'
+
+integration: install tools
+	$(BIN)/pytest -m integration
+
+test: install tools lint typecheck
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/duanka demo $(ARGS)
+
+clean:
+	rm -rf $(VENV) .duanka .mypy_cache .ruff_cache .pytest_cache
