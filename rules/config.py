@@ -1,0 +1,232 @@
+"""Settings: config.yaml, with environment variables on top.
+
+The defaults below are the ones config.yaml ships with (a test keeps the two
+equal), so a command run outside the repository still gets sane values.
+Unknown keys are errors: a misspelt threshold must not pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rules.errors import ConfigError
+
+CONFIG_ENV = "DUANKA_CONFIG"
+SEVERITIES = ("low", "medium", "high", "critical")
+ACTIONS = ("review", "block", "report")
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names, and how `duanka topics create` makes them."""
+
+    sim_events: str = "carrier.sim-events"
+    bank_events: str = "bank.account-events"
+    watchlist: str = "screening.watchlist"
+    alerts: str = "police.alerts"
+    deadletter: str = "screening.deadletter"
+    identity_events: str = "duanka.identity-events"
+    partitions: int = 4
+    replication_factor: int = 1
+
+    @property
+    def inputs(self) -> tuple[str, str]:
+        return (self.sim_events, self.bank_events)
+
+    def names(self) -> dict[str, str]:
+        """Every topic name by its config key."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type == "str"}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    app_id: str = "duanka"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: str = ".duanka/worker"
+
+
+@dataclass(frozen=True, slots=True)
+class MailRuleSettings:
+    """`sim_mail_out_of_province`."""
+
+    enabled: bool = True
+    hotspot_provinces: tuple[str, ...] = ("53", "45")
+    severity: str = "medium"
+    escalated_severity: str = "high"
+    action: str = "review"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    sim_mail_out_of_province: MailRuleSettings = field(default_factory=MailRuleSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap: str = "127.0.0.1:9092"
+    topics: Topics = field(default_factory=Topics)
+    pseudonym_key: str = ""
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    rules: RuleSettings = field(default_factory=RuleSettings)
+
+
+def default_config_path() -> Path | None:
+    """The config file used when none is named: ./config.yaml, else the repository's."""
+    for candidate in (Path("config.yaml"), Path(__file__).resolve().parents[1] / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from `path` (or $DUANKA_CONFIG, or the default file), then the environment."""
+    env = os.environ if environ is None else environ
+    chosen = Path(path) if path else Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None
+    if chosen is not None and not chosen.is_file():
+        raise ConfigError(f"config file {chosen} does not exist")
+    chosen = chosen or default_config_path()
+    document: Mapping[str, Any] = {}
+    if chosen is not None:
+        document = _read_yaml(chosen)
+    return apply_environment(settings_from_mapping(document, str(chosen)), env)
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return loaded
+
+
+def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -> Settings:
+    """Build Settings from a parsed config document, naming the key of any error."""
+    _reject_unknown(document, {"kafka", "topics", "pseudonym", "worker", "rules"}, origin)
+    kafka = _section(document, "kafka", origin)
+    _reject_unknown(kafka, {"bootstrap"}, f"{origin}: kafka")
+    pseudonym = _section(document, "pseudonym", origin)
+    _reject_unknown(pseudonym, {"key"}, f"{origin}: pseudonym")
+    rules = _section(document, "rules", origin)
+    _reject_unknown(rules, {f.name for f in fields(RuleSettings)}, f"{origin}: rules")
+    return Settings(
+        bootstrap=_typed(kafka, "bootstrap", str, Settings().bootstrap, f"{origin}: kafka"),
+        topics=_build(Topics, _section(document, "topics", origin), f"{origin}: topics"),
+        pseudonym_key=_typed(pseudonym, "key", str, "", f"{origin}: pseudonym") or "",
+        worker=_build(WorkerSettings, _section(document, "worker", origin), f"{origin}: worker"),
+        rules=RuleSettings(
+            sim_mail_out_of_province=_mail_rule(
+                _section(rules, "sim_mail_out_of_province", f"{origin}: rules")
+            )
+        ),
+    )
+
+
+def _mail_rule(section: Mapping[str, Any]) -> MailRuleSettings:
+    where = "rules.sim_mail_out_of_province"
+    built = _build(MailRuleSettings, section, where)
+    for key in ("severity", "escalated_severity"):
+        _choice(getattr(built, key), SEVERITIES, f"{where}.{key}")
+    _choice(built.action, ACTIONS, f"{where}.action")
+    for code in built.hotspot_provinces:
+        if not (len(code) == 2 and code.isdigit()):
+            raise ConfigError(f"{where}.hotspot_provinces: {code!r} is not a 2-digit province code")
+    return built
+
+
+def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _section(document: Mapping[str, Any], key: str, origin: str) -> Mapping[str, Any]:
+    value = document.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{origin}: {key} must be a mapping")
+    return value
+
+
+def _reject_unknown(section: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}")
+
+
+def _typed(section: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = section.get(key, default)
+    if value is None:
+        return default
+    if kind is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{key} must be a list of strings")
+        return tuple(value)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}.{key} must be an integer")
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be true or false")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+_KINDS: dict[str, type] = {
+    "str": str,
+    "int": int,
+    "bool": bool,
+    "tuple[str, ...]": tuple,
+}
+
+
+def _build(cls: Any, section: Mapping[str, Any], where: str) -> Any:
+    """Fill the flat dataclass `cls` from `section`, type-checked against its annotations."""
+    known = {f.name: f for f in fields(cls)}
+    _reject_unknown(section, set(known), where)
+    values = {
+        name: _typed(section, name, _KINDS[str(f.type)], getattr(cls(), name), where)
+        for name, f in known.items()
+    }
+    return cls(**values)
+
+
+def apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Environment variables override the file (12-factor style, for containers)."""
+    renamed = {
+        name: environ[f"DUANKA_TOPIC_{name.upper()}"]
+        for name in settings.topics.names()
+        if environ.get(f"DUANKA_TOPIC_{name.upper()}")
+    }
+    topics = replace(settings.topics, **renamed)  # type: ignore[arg-type]
+    worker = settings.worker
+    if environ.get("DUANKA_WEB_HOST"):
+        worker = replace(worker, web_host=environ["DUANKA_WEB_HOST"])
+    if environ.get("DUANKA_WEB_PORT"):
+        worker = replace(worker, web_port=_env_int(environ, "DUANKA_WEB_PORT"))
+    if environ.get("DUANKA_DATA_DIR"):
+        worker = replace(worker, data_dir=environ["DUANKA_DATA_DIR"])
+    return replace(
+        settings,
+        bootstrap=environ.get("DUANKA_BOOTSTRAP") or settings.bootstrap,
+        topics=topics,
+        worker=worker,
+    )
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int:
+    try:
+        return int(environ[name])
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, not {environ[name]!r}") from exc

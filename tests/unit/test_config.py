@@ -1,0 +1,102 @@
+"""Settings: the shipped config.yaml, errors that name the key, environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rules.config import Settings, load_settings, settings_from_mapping
+from rules.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_config_equals_the_built_in_defaults() -> None:
+    # The defaults serve commands run outside the repository; they must not drift.
+    assert load_settings(REPO / "config.yaml", environ={}) == Settings()
+
+
+def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_config_env_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka: {bootstrap: 'h1:1,h2:2'}\n")
+    assert load_settings(environ={"DUANKA_CONFIG": str(path)}).bootstrap == "h1:1,h2:2"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"kafak": {}}, "unknown key"),
+        ({"topics": {"alert": "x"}}, r"topics: unknown key\(s\) alert"),
+        ({"topics": {"partitions": "4"}}, "topics.partitions must be an integer"),
+        ({"topics": {"partitions": True}}, "topics.partitions must be an integer"),
+        ({"worker": {"web_port": 1.5}}, "worker.web_port must be an integer"),
+        ({"rules": {"sim_churn2": {}}}, "rules: unknown key"),
+        (
+            {"rules": {"sim_mail_out_of_province": {"severity": "urgent"}}},
+            "severity: 'urgent' is not one of",
+        ),
+        (
+            {"rules": {"sim_mail_out_of_province": {"hotspot_provinces": ["530"]}}},
+            "not a 2-digit province code",
+        ),
+        (
+            {"rules": {"sim_mail_out_of_province": {"hotspot_provinces": "53"}}},
+            "must be a list of strings",
+        ),
+        ({"rules": {"sim_mail_out_of_province": {"enabled": "yes"}}}, "must be true or false"),
+        ({"kafka": []}, "kafka must be a mapping"),
+    ],
+)
+def test_bad_settings_name_the_key(document: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings_from_mapping(document)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_settings(path, environ={})
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"kafka": {"bootstrap": "file:1"}}))
+    settings = load_settings(
+        path,
+        environ={
+            "DUANKA_BOOTSTRAP": "env:2",
+            "DUANKA_TOPIC_ALERTS": "province.alerts",
+            "DUANKA_WEB_HOST": "0.0.0.0",
+            "DUANKA_WEB_PORT": "7000",
+            "DUANKA_DATA_DIR": "/var/lib/duanka",
+        },
+    )
+    assert settings.bootstrap == "env:2"
+    assert settings.topics.alerts == "province.alerts"
+    assert settings.topics.sim_events == "carrier.sim-events"
+    assert (settings.worker.web_host, settings.worker.web_port) == ("0.0.0.0", 7000)
+    assert settings.worker.data_dir == "/var/lib/duanka"
+
+
+def test_bad_port_in_environment() -> None:
+    with pytest.raises(ConfigError, match="DUANKA_WEB_PORT must be an integer"):
+        load_settings(REPO / "config.yaml", environ={"DUANKA_WEB_PORT": "http"})
+
+
+def test_topic_names_cover_every_topic() -> None:
+    assert Settings().topics.names() == {
+        "sim_events": "carrier.sim-events",
+        "bank_events": "bank.account-events",
+        "watchlist": "screening.watchlist",
+        "alerts": "police.alerts",
+        "deadletter": "screening.deadletter",
+        "identity_events": "duanka.identity-events",
+    }
