@@ -1,0 +1,201 @@
+"""The `duanka` command: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rules.config import Settings, load_settings
+from rules.errors import DuankaError
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        settings = load_settings(args.config)
+        return handler(args, settings)
+    except DuankaError as exc:
+        print(f"duanka: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="duanka",
+        description="Streaming risk screening of SIM-card and bank-account openings.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $DUANKA_CONFIG, else ./config.yaml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_broker(commands)
+    _add_topics(commands)
+    _add_worker(commands)
+    _add_produce(commands)
+    _add_alerts(commands)
+    _add_sample(commands)
+    _add_demo(commands)
+    return parser
+
+
+Commands = argparse._SubParsersAction
+
+
+def _add_broker(commands: Commands) -> None:
+    broker = commands.add_parser(
+        "broker", help="run a local Apache Kafka broker (KRaft) on 127.0.0.1"
+    )
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("--port", type=int, default=9092, help="listener port (default 9092)")
+    broker.add_argument(
+        "--dir", type=Path, default=Path(".duanka"), help="data directory (default .duanka)"
+    )
+    broker.set_defaults(handler=_broker)
+
+
+def _broker(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.broker import command
+
+    return command(args.action, args.port, args.dir)
+
+
+def _add_topics(commands: Commands) -> None:
+    topics = commands.add_parser("topics", help="create the topics duanka uses")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(handler=_topics)
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.topics import ensure_topics, topic_specs
+
+    created = set(ensure_topics(settings))
+    for spec in topic_specs(settings):
+        state = "created" if spec.name in created else "exists"
+        print(f"{spec.name:<28} {spec.partitions} partitions  {state}")
+    return 0
+
+
+def _add_worker(commands: Commands) -> None:
+    worker = commands.add_parser("worker", help="run the screening worker (Faust)")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(handler=_worker)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.app import run_worker
+
+    return run_worker(settings, dict(os.environ), args.loglevel)
+
+
+def _add_produce(commands: Commands) -> None:
+    produce = commands.add_parser(
+        "produce", help="send a JSON-lines file of events to Kafka, in file order"
+    )
+    produce.add_argument("file", type=Path)
+    produce.add_argument(
+        "--topic", help="send every line to this topic (default: by each event's event_type)"
+    )
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(handler=_produce)
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.produce import produce_file
+
+    summary = produce_file(args.file, settings, args.topic, progress=not args.quiet)
+    print(summary.describe(str(args.file)))
+    return 0
+
+
+def _add_alerts(commands: Commands) -> None:
+    alerts = commands.add_parser("alerts", help="read the police alert topic")
+    alerts.add_argument(
+        "--follow", action="store_true", help="keep waiting for new alerts (Ctrl-C stops)"
+    )
+    alerts.add_argument("--out", type=Path, help="write the alerts as JSON lines to this file")
+    alerts.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="stop after S seconds without a new record",
+    )
+    alerts.add_argument(
+        "--group",
+        help="read as this consumer group and commit (default: read all, commit nothing)",
+    )
+    alerts.add_argument(
+        "--from-now", action="store_true", help="only alerts that arrive from now on"
+    )
+    alerts.set_defaults(handler=_alerts)
+
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.alerts import ReadOptions, open_consumer, read_alerts, write_alerts
+
+    options = ReadOptions(
+        follow=args.follow,
+        idle_timeout=args.idle_timeout,
+        start="end" if args.from_now else "beginning",
+        group=args.group,
+    )
+    consumer = open_consumer(settings.bootstrap, settings.topics.alerts, options)
+    skipped = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    try:
+        alerts = read_alerts(consumer, options, on_skip=skipped)
+        if args.out:
+            with args.out.open("w", encoding="utf-8") as out:
+                count = write_alerts(alerts, out, sys.stdout)
+        else:
+            count = write_alerts(alerts, None, sys.stdout)
+    finally:
+        consumer.close()
+    print(f"{count} alerts", file=sys.stderr)
+    return 0
+
+
+def _add_sample(commands: Commands) -> None:
+    sample = commands.add_parser("sample", help="write the small demo sample of events")
+    sample.add_argument("--out", type=Path, required=True)
+    sample.add_argument("--seed", type=int, default=2026)
+    sample.add_argument(
+        "--no-malformed", action="store_true", help="leave out the three malformed records"
+    )
+    sample.set_defaults(handler=_sample)
+
+
+def _sample(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.sample import write_sample
+
+    count = write_sample(args.out, args.seed, with_malformed=not args.no_malformed)
+    print(f"wrote {count} records to {args.out}")
+    return 0
+
+
+def _add_demo(commands: Commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="broker, worker and sample traffic; shows the alerts as they arrive"
+    )
+    demo.add_argument("--forever", action="store_true", help="keep following alerts until Ctrl-C")
+    demo.add_argument("--dir", type=Path, default=Path(".duanka"), help="working directory")
+    demo.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.demo import run_demo
+
+    return run_demo(settings, args.dir, forever=args.forever, environ=dict(os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
