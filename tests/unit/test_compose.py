@@ -1,0 +1,308 @@
+"""docker-compose.yml is wired consistently with config.yaml, the pinned Kafka
+version and the Prometheus config, and docker-compose itself accepts it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+CONFIG = ROOT / "config.yaml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+POM = ROOT / "stream" / "kafka" / "pom.xml"
+
+KAFKA_IMAGE = re.compile(r"^apache/kafka:\$\{KAFKA_VERSION:-(?P<version>[^}]+)\}$")
+# `${NAME:-default}` as written in the compose file.
+DEFAULTED = re.compile(r"^\$\{(?P<name>\w+):-(?P<default>[^}]*)\}$")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{path.name}: not a YAML mapping"
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_yaml(COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    services: dict[str, Any] = compose["services"]
+    return services
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return load_yaml(CONFIG)
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as strings, whether written as a map or a list."""
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def config_topic_names(config: dict[str, Any]) -> set[str]:
+    return {name for name in config["topics"].values() if isinstance(name, str)}
+
+
+def listeners(value: str) -> dict[str, str]:
+    """`NAME://host:port,...` as {NAME: "host:port"}."""
+    pairs = (item.split("://", 1) for item in value.split(","))
+    return {name: address for name, address in pairs}
+
+
+def pinned_kafka_version() -> str:
+    """The Kafka version the project pins: stream.broker.KAFKA_VERSION, else
+    the <kafka.version> property of stream/kafka/pom.xml."""
+    try:
+        broker = importlib.import_module("stream.broker")
+    except ModuleNotFoundError as exc:
+        if exc.name != "stream.broker":
+            raise
+    else:
+        if hasattr(broker, "KAFKA_VERSION"):
+            return str(broker.KAFKA_VERSION)
+    if POM.exists():
+        for element in ET.parse(POM).getroot().iter():
+            if element.tag.rsplit("}", 1)[-1] == "kafka.version" and element.text:
+                return element.text.strip()
+    pytest.fail(
+        "no pinned Kafka version: expected stream.broker.KAFKA_VERSION or a "
+        "<kafka.version> property in stream/kafka/pom.xml"
+    )
+
+
+def topic_commands(services: dict[str, Any]) -> list[str]:
+    """The kafka-topics.sh invocations of the `topics` service's script."""
+    command = services["topics"]["command"]
+    script = "\n".join(command) if isinstance(command, list) else command
+    return [line.strip() for line in script.splitlines() if "kafka-topics.sh" in line]
+
+
+def created_topics(services: dict[str, Any]) -> dict[str, str]:
+    """{topic: its create command} for every `--create` in the topics script."""
+    created = {}
+    for line in topic_commands(services):
+        if "--create" in line:
+            match = re.search(r"--topic\s+(\S+)", line)
+            assert match, f"create without --topic: {line}"
+            assert match.group(1) not in created, f"{match.group(1)} created twice"
+            created[match.group(1)] = line
+    return created
+
+
+def run_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail(
+            "docker-compose is not installed; `make tools` installs it "
+            "(Debian package docker-compose)"
+        )
+    return subprocess.run(
+        [exe, "-f", str(COMPOSE), "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_four_services_exist_and_no_more(services: dict[str, Any]) -> None:
+    assert set(services) == {"kafka", "topics", "worker", "prometheus"}
+
+
+def test_kafka_image_default_is_the_pinned_version(services: dict[str, Any]) -> None:
+    version = pinned_kafka_version()
+    for name in ("kafka", "topics"):
+        match = KAFKA_IMAGE.match(services[name]["image"])
+        assert match, f"{name}: image must be apache/kafka:${{KAFKA_VERSION:-<version>}}"
+        assert match.group("version") == version, name
+
+
+def test_kafka_runs_kraft_combined_with_topic_auto_creation_off(
+    services: dict[str, Any],
+) -> None:
+    kafka = services["kafka"]
+    env = environment(kafka)
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    # The single voter is this node, on its controller listener's port.
+    controller = listeners(env["KAFKA_LISTENERS"])[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]
+    controller_port = controller.rsplit(":", 1)[1]
+    assert (
+        env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:{controller_port}"
+    )
+    # The image needs a cluster id to format its storage: 16 bytes, base64url.
+    cluster_id = DEFAULTED.match(env["CLUSTER_ID"])
+    assert cluster_id, "CLUSTER_ID must be ${VAR:-default}"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id.group("default"))
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env[key] == "1", key
+    # Every listener, advertised or not, has a security protocol.
+    protocol_map = env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    mapped = {item.split(":", 1)[0] for item in protocol_map}
+    assert set(listeners(env["KAFKA_LISTENERS"])) <= mapped
+    assert set(listeners(env["KAFKA_ADVERTISED_LISTENERS"])) <= set(
+        listeners(env["KAFKA_LISTENERS"])
+    )
+
+
+def test_kafka_data_lives_on_a_named_volume(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    log_dir = environment(kafka)["KAFKA_LOG_DIRS"]
+    sources = {target: source for source, target, *_ in (v.split(":") for v in kafka["volumes"])}
+    assert sources[log_dir] in compose["volumes"]
+
+
+def test_kafka_healthcheck_asks_the_broker(services: dict[str, Any]) -> None:
+    test = services["kafka"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    assert test[1:] == [
+        "/opt/kafka/bin/kafka-broker-api-versions.sh",
+        "--bootstrap-server",
+        "localhost:9092",
+    ]
+
+
+def test_worker_bootstrap_is_kafkas_advertised_inter_broker_listener(
+    services: dict[str, Any],
+) -> None:
+    kafka = environment(services["kafka"])
+    advertised = listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])
+    internal = advertised[kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]]
+    assert internal == "kafka:9092"
+    assert environment(services["worker"])["DUANKA_BOOTSTRAP"] == internal
+    # The healthcheck's port is that listener's port.
+    assert services["kafka"]["healthcheck"]["test"][-1] == "localhost:" + internal.split(":")[1]
+
+
+def test_topics_creates_exactly_the_configured_topics(
+    services: dict[str, Any], config: dict[str, Any]
+) -> None:
+    created = created_topics(services)
+    assert set(created) == config_topic_names(config)
+    kafka = environment(services["kafka"])
+    internal = listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])[
+        kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]
+    ]
+    for topic, line in created.items():
+        assert "--if-not-exists" in line, topic
+        assert f"--bootstrap-server {internal}" in line, topic
+        assert '--partitions "$$PARTITIONS"' in line, topic
+        assert '--replication-factor "$$REPLICATION_FACTOR"' in line, topic
+
+
+def test_topics_compacts_the_watchlist_and_nothing_else(
+    services: dict[str, Any], config: dict[str, Any]
+) -> None:
+    created = created_topics(services)
+    compacted = {topic for topic, line in created.items() if "cleanup.policy=compact" in line}
+    assert compacted == {config["topics"]["watchlist"]}
+
+
+def test_topic_partitions_default_to_the_config(
+    services: dict[str, Any], config: dict[str, Any]
+) -> None:
+    env = environment(services["topics"])
+    partitions = DEFAULTED.match(env["PARTITIONS"])
+    replication = DEFAULTED.match(env["REPLICATION_FACTOR"])
+    assert partitions and partitions.group("name") == "DUANKA_PARTITIONS"
+    assert int(partitions.group("default")) == config["topics"]["partitions"]
+    assert replication and replication.group("name") == "DUANKA_REPLICATION_FACTOR"
+    assert int(replication.group("default")) == config["topics"]["replication_factor"]
+
+
+def test_topics_waits_for_a_healthy_broker(services: dict[str, Any]) -> None:
+    assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+
+
+def test_worker_starts_after_the_topics_exist(services: dict[str, Any]) -> None:
+    depends = services["worker"]["depends_on"]
+    assert depends["topics"] == {"condition": "service_completed_successfully"}
+
+
+def test_worker_environment_state_and_config(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    env = environment(worker)
+    assert env["DUANKA_PSEUDONYM_KEY"] == (
+        "${DUANKA_PSEUDONYM_KEY:?set DUANKA_PSEUDONYM_KEY to a secret}"
+    )
+    assert env["DUANKA_WEB_HOST"] == "0.0.0.0"
+    mounts = {volume.split(":")[1]: volume for volume in worker["volumes"]}
+    state = mounts[env["DUANKA_DATA_DIR"]]
+    assert state.split(":")[0] in compose["volumes"]
+    assert mounts[env["DUANKA_CONFIG"]] == f"./config.yaml:{env['DUANKA_CONFIG']}:ro"
+    assert worker["build"]["context"] == "."
+    assert (ROOT / worker["build"].get("dockerfile", "Dockerfile")).is_file()
+
+
+def test_worker_publishes_only_its_web_port_on_loopback(services: dict[str, Any]) -> None:
+    port = environment(services["worker"])["DUANKA_WEB_PORT"]
+    assert services["worker"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_prometheus_scrapes_the_worker_metrics(services: dict[str, Any]) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:v")
+    assert any(
+        volume.startswith("./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml")
+        for volume in prometheus["volumes"]
+    )
+    port = environment(services["worker"])["DUANKA_WEB_PORT"]
+    scrape = load_yaml(PROMETHEUS)["scrape_configs"]
+    targets = {
+        (job.get("metrics_path", "/metrics"), target)
+        for job in scrape
+        for group in job["static_configs"]
+        for target in group["targets"]
+    }
+    assert ("/metrics", f"worker:{port}") in targets
+
+
+def test_every_published_port_is_bound_to_loopback(services: dict[str, Any]) -> None:
+    published = 0
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            published += 1
+            if isinstance(port, dict):
+                assert port.get("host_ip") == "127.0.0.1", (name, port)
+            else:
+                assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert published >= 2  # the worker's web port and Prometheus at least
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    env = {**os.environ, "DUANKA_PSEUDONYM_KEY": "test-only-not-a-secret"}
+    result = run_compose_config(env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_docker_compose_rejects_a_missing_pseudonym_key(value: str | None) -> None:
+    env = {key: val for key, val in os.environ.items() if key != "DUANKA_PSEUDONYM_KEY"}
+    if value is not None:
+        env["DUANKA_PSEUDONYM_KEY"] = value
+    result = run_compose_config(env)
+    assert result.returncode != 0
+    assert "set DUANKA_PSEUDONYM_KEY to a secret" in result.stderr
