@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the tests and the demo use: kcat (a third Kafka client the
+# Debian packages the tests and the demo use: Java and Maven (the local Kafka
+# broker and the fetch of its jars), kcat (a third Kafka client the
 # integration tests check) and docker-compose (validates docker-compose.yml
 # without an engine).
 tools:
 	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
@@ -44,7 +47,7 @@ integration: install tools
 test: install tools lint typecheck
 	$(BIN)/pytest
 
-demo: install
+demo: install tools
 	$(BIN)/duanka demo $(ARGS)
 
 clean:
