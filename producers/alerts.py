@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from kafka import KafkaConsumer, TopicPartition
 from rules.alert import Alert, decode_alert, encode_alert
 from rules.errors import DuankaError
 

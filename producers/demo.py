@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-
 from kafka import KafkaConsumer, TopicPartition
+
 from producers.alerts import format_alert
 from producers.produce import produce_file
 from producers.sample import write_sample

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
-from kafka import KafkaProducer
 from rules.config import Settings
 from rules.errors import DuankaError
 
