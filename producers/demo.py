@@ -147,11 +147,15 @@ def run_demo(settings: Settings, workdir: Path, forever: bool, environ: Mapping[
             f"wrote {lines} sample records to {sample}: {len(expected)} should alert, "
             f"{rejected} are malformed"
         )
+        if Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ)).is_development_key:
+            say(
+                "pseudonyms use the built-in development key: set DUANKA_PSEUDONYM_KEY for real use"
+            )
         with worker_process(settings, workdir, environ) as worker:
             consumer = output_consumer(settings)
             try:
                 say(produce_file(sample, settings, progress=False).describe(str(sample)))
-                say("\nalerts on the police topic, as they arrive:")
+                say("\nback from Kafka as it arrives (police.alerts and screening.deadletter):")
                 seen, dead = watch(consumer, settings, worker, expected, rejected, forever)
             finally:
                 consumer.close()

@@ -18,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    if args.config:
+        # commands that start others (the demo starts a worker) pass it on
+        os.environ["DUANKA_CONFIG"] = str(args.config)
     try:
         settings = load_settings(args.config)
         return handler(args, settings)
