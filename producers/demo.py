@@ -26,7 +26,7 @@ from producers.produce import produce_file
 from producers.sample import write_sample
 from rules.alert import decode_alert
 from rules.config import Settings
-from rules.engine import Engine
+from rules.engine import Engine, Screening
 from rules.errors import DuankaError, InvalidEvent
 from rules.event import parse_event, pseudonymise
 from rules.pseudonym import Pseudonymizer, pseudonym_key
@@ -44,7 +44,7 @@ def expected_results(
 ) -> tuple[set[str], int]:
     """The alert ids the engine gives for the sample file, and how many lines it rejects."""
     pseudonymizer = Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
-    engine = Engine(settings.rules)
+    screening = Screening(Engine(settings.rules))
     alert_ids: set[str] = set()
     rejected = 0
     for line in path.read_bytes().splitlines():
@@ -53,7 +53,7 @@ def expected_results(
         except InvalidEvent:
             rejected += 1
             continue
-        for alert in engine.screen_identity(pseudonymise(event, pseudonymizer)):
+        for alert in screening.screen(pseudonymise(event, pseudonymizer)):
             alert_ids.add(alert.alert_id)
     return alert_ids, rejected
 

@@ -32,6 +32,8 @@ class Topics:
     alerts: str = "police.alerts"
     deadletter: str = "screening.deadletter"
     identity_events: str = "duanka.identity-events"
+    outlet_events: str = "duanka.outlet-events"
+    agent_signals: str = "duanka.agent-signals"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -50,22 +52,149 @@ class WorkerSettings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: str = ".duanka/worker"
+    # how long a caught-up input partition may stay quiet before events from
+    # the others are released without waiting for it (KIP-353's max.task.idle.ms)
+    order_idle_ms: int = 500
+    # how often the ordering stage tells the later stages how far it has got
+    tick_ms: int = 100
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration written as a number and a unit: `90s`, `60m`, `48h`, `365d`."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in DURATION_UNITS or not number.isdigit():
+        raise ConfigError(f"{text!r} is not a duration like 60m, 48h or 365d")
+    return int(number) * DURATION_UNITS[unit]
 
 
 @dataclass(frozen=True, slots=True)
-class MailRuleSettings:
-    """`sim_mail_out_of_province`."""
+class RuleConfig:
+    """What every rule has: on or off, how bad, what to do, and its cooldown ("" for none)."""
 
     enabled: bool = True
-    hotspot_provinces: tuple[str, ...] = ("53", "45")
+    severity: str = "high"
+    action: str = "review"
+    cooldown: str = ""
+
+    @property
+    def cooldown_s(self) -> int:
+        return parse_duration(self.cooldown) if self.cooldown else 0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowedRuleConfig(RuleConfig):
+    window: str = "1d"
+
+    @property
+    def window_s(self) -> int:
+        return parse_duration(self.window)
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnSettings(WindowedRuleConfig):
+    """`sim_churn`: repeated cancellations."""
+
+    severity: str = "medium"
+    cooldown: str = "30d"
+    window: str = "365d"
+    cancels: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MailRuleSettings(RuleConfig):
+    """`sim_mail_out_of_province`."""
+
     severity: str = "medium"
     escalated_severity: str = "high"
-    action: str = "review"
+    hotspot_provinces: tuple[str, ...] = ("53", "45")
+
+
+@dataclass(frozen=True, slots=True)
+class NonlocalLimitSettings(WindowedRuleConfig):
+    """`sim_nonlocal_monthly_limit`."""
+
+    action: str = "block"
+    window: str = "30d"
+    activations: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class NotInPersonSettings(RuleConfig):
+    """`sim_nonlocal_not_in_person`."""
+
+    severity: str = "medium"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchlistSettings(RuleConfig):
+    """`watchlist_hit`."""
+
+    severity: str = "critical"
+    action: str = "block"
+
+
+@dataclass(frozen=True, slots=True)
+class MultiBankSettings(WindowedRuleConfig):
+    """`bank_multi_open`."""
+
+    cooldown: str = "7d"
+    window: str = "7d"
+    banks: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TwoCardsSettings(WindowedRuleConfig):
+    """`two_cards_combo`."""
+
+    cooldown: str = "7d"
+    window: str = "48h"
+
+
+@dataclass(frozen=True, slots=True)
+class SurgeSettings(WindowedRuleConfig):
+    """`outlet_nonlocal_surge`."""
+
+    cooldown: str = "24h"
+    window: str = "24h"
+    nonlocal_openings: int = 20
+    nonlocal_share: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class GangSettings(WindowedRuleConfig):
+    """`gang_batch_open`."""
+
+    severity: str = "critical"
+    action: str = "report"
+    cooldown: str = "60m"
+    window: str = "60m"
+    identities: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFlagSettings(WindowedRuleConfig):
+    """`agent_flag_rate`."""
+
+    cooldown: str = "30d"
+    window: str = "30d"
+    identities: int = 10
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSettings:
+    sim_churn: ChurnSettings = field(default_factory=ChurnSettings)
     sim_mail_out_of_province: MailRuleSettings = field(default_factory=MailRuleSettings)
+    sim_nonlocal_monthly_limit: NonlocalLimitSettings = field(default_factory=NonlocalLimitSettings)
+    sim_nonlocal_not_in_person: NotInPersonSettings = field(default_factory=NotInPersonSettings)
+    watchlist_hit: WatchlistSettings = field(default_factory=WatchlistSettings)
+    bank_multi_open: MultiBankSettings = field(default_factory=MultiBankSettings)
+    two_cards_combo: TwoCardsSettings = field(default_factory=TwoCardsSettings)
+    outlet_nonlocal_surge: SurgeSettings = field(default_factory=SurgeSettings)
+    gang_batch_open: GangSettings = field(default_factory=GangSettings)
+    agent_flag_rate: AgentFlagSettings = field(default_factory=AgentFlagSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,23 +255,46 @@ def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -
         topics=_build(Topics, _section(document, "topics", origin), f"{origin}: topics"),
         pseudonym_key=_typed(pseudonym, "key", str, "", f"{origin}: pseudonym") or "",
         worker=_build(WorkerSettings, _section(document, "worker", origin), f"{origin}: worker"),
-        rules=RuleSettings(
-            sim_mail_out_of_province=_mail_rule(
-                _section(rules, "sim_mail_out_of_province", f"{origin}: rules")
-            )
-        ),
+        rules=_rule_settings(rules, f"{origin}: rules"),
     )
 
 
-def _mail_rule(section: Mapping[str, Any]) -> MailRuleSettings:
-    where = "rules.sim_mail_out_of_province"
-    built = _build(MailRuleSettings, section, where)
-    for key in ("severity", "escalated_severity"):
-        _choice(getattr(built, key), SEVERITIES, f"{where}.{key}")
+def _rule_settings(rules: Mapping[str, Any], where: str) -> RuleSettings:
+    built: dict[str, Any] = {
+        f.name: _rule(_RULE_CLASSES[f.name], _section(rules, f.name, where), f"rules.{f.name}")
+        for f in fields(RuleSettings)
+    }
+    return RuleSettings(**built)
+
+
+_RULE_CLASSES: dict[str, type[RuleConfig]] = {
+    f.name: type(getattr(RuleSettings(), f.name)) for f in fields(RuleSettings)
+}
+
+
+def _rule(cls: type[RuleConfig], section: Mapping[str, Any], where: str) -> RuleConfig:
+    built: RuleConfig = _build(cls, section, where)
+    _choice(built.severity, SEVERITIES, f"{where}.severity")
     _choice(built.action, ACTIONS, f"{where}.action")
-    for code in built.hotspot_provinces:
-        if not (len(code) == 2 and code.isdigit()):
-            raise ConfigError(f"{where}.hotspot_provinces: {code!r} is not a 2-digit province code")
+    for name in ("cooldown", "window"):
+        value = getattr(built, name, "")
+        if value:
+            try:
+                parse_duration(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.{name}: {exc}") from exc
+    for name in ("cancels", "activations", "banks", "nonlocal_openings", "identities"):
+        if getattr(built, name, 1) < 1:
+            raise ConfigError(f"{where}.{name} must be at least 1")
+    if isinstance(built, SurgeSettings) and not 0 < built.nonlocal_share <= 1:
+        raise ConfigError(f"{where}.nonlocal_share must be above 0 and at most 1")
+    if isinstance(built, MailRuleSettings):
+        _choice(built.escalated_severity, SEVERITIES, f"{where}.escalated_severity")
+        for code in built.hotspot_provinces:
+            if not (len(code) == 2 and code.isdigit()):
+                raise ConfigError(
+                    f"{where}.hotspot_provinces: {code!r} is not a 2-digit province code"
+                )
     return built
 
 
@@ -174,6 +326,10 @@ def _typed(section: Mapping[str, Any], key: str, kind: type, default: Any, where
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}.{key} must be a list of strings")
         return tuple(value)
+    if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ConfigError(f"{where}.{key} must be a number")
+    if kind is float:
+        return float(value)
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}.{key} must be an integer")
     if kind is bool and not isinstance(value, bool):
@@ -186,6 +342,7 @@ def _typed(section: Mapping[str, Any], key: str, kind: type, default: Any, where
 _KINDS: dict[str, type] = {
     "str": str,
     "int": int,
+    "float": float,
     "bool": bool,
     "tuple[str, ...]": tuple,
 }

@@ -10,14 +10,14 @@ import base64
 
 import orjson
 
-from rules.errors import InvalidEvent
+from rules.errors import InvalidRecord
 
 DEADLETTER_SCHEMA = "duanka.deadletter/1"
 RAW_LIMIT = 4096
 
 
 def dead_letter(
-    topic: str, partition: int, offset: int, error: InvalidEvent, raw: bytes | None
+    topic: str, partition: int, offset: int, error: InvalidRecord, raw: bytes | None
 ) -> dict[str, object]:
     """The dead-letter record for the record at (topic, partition, offset)."""
     text, encoding, truncated = _raw_text(raw or b"")
@@ -36,7 +36,7 @@ def dead_letter(
 
 
 def encode_dead_letter(
-    topic: str, partition: int, offset: int, error: InvalidEvent, raw: bytes | None
+    topic: str, partition: int, offset: int, error: InvalidRecord, raw: bytes | None
 ) -> bytes:
     """`dead_letter(...)` as JSON bytes."""
     return orjson.dumps(dead_letter(topic, partition, offset, error, raw))

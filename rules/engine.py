@@ -1,32 +1,258 @@
-"""The rule engine: every rule over one event, the same for the stream and replay."""
+"""The rule engine: every rule, the same for the stream and for replay.
+
+`Engine` decides for one subject's state and one event; the state objects
+are the caller's, so the stream can keep them in tables and replay in dicts.
+`Screening` is the in-memory driver that replay (and the tests) use: it
+routes each event to its identity, outlet and agent, in that order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from rules.alert import Alert
-from rules.config import RuleSettings
+from rules.agent import AgentFlagRate
+from rules.alert import Alert, Evidence
+from rules.config import RuleConfig, RuleSettings
 from rules.event import PseudonymousEvent
-from rules.identity import SimMailOutOfProvince
+from rules.identity import (
+    BankMultiOpen,
+    IdentityRule,
+    SimChurn,
+    SimMailOutOfProvince,
+    SimNonlocalMonthlyLimit,
+    SimNonlocalNotInPerson,
+    TwoCardsCombo,
+    WatchlistHit,
+    identity_alert,
+)
+from rules.outlet import ONLINE, GangBatchOpen, OutletNonlocalSurge, outlet_alert
+from rules.state import (
+    AgentSignal,
+    AgentState,
+    Flag,
+    IdentityState,
+    Mark,
+    Opening,
+    OutletState,
+    WatchEntry,
+    event_key,
+    expire_cooldowns,
+)
 
 Clock = Callable[[], datetime]
+IDENTITY_TYPES = frozenset({"sim.activate", "sim.cancel", "bank.open"})
+OPENING_TYPES = frozenset({"sim.activate", "bank.open"})
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(slots=True)
+class Decision:
+    """What one event did to one subject: whether it changed the state, and the alerts."""
+
+    applied: bool
+    alerts: list[Alert] = field(default_factory=list)
+
+
 class Engine:
-    """Evaluates the configured rules; `clock` gives `detected_at`."""
+    """Evaluates the enabled rules; `clock` gives `detected_at`."""
 
     def __init__(self, settings: RuleSettings, clock: Clock = utc_now) -> None:
+        self.settings = settings
         self.clock = clock
-        mail = settings.sim_mail_out_of_province
-        self.identity_rules = [SimMailOutOfProvince(mail)] if mail.enabled else []
+        candidates: list[tuple[RuleConfig, IdentityRule]] = [
+            (settings.sim_churn, SimChurn(settings.sim_churn)),
+            (
+                settings.sim_mail_out_of_province,
+                SimMailOutOfProvince(settings.sim_mail_out_of_province),
+            ),
+            (
+                settings.sim_nonlocal_monthly_limit,
+                SimNonlocalMonthlyLimit(settings.sim_nonlocal_monthly_limit),
+            ),
+            (
+                settings.sim_nonlocal_not_in_person,
+                SimNonlocalNotInPerson(settings.sim_nonlocal_not_in_person),
+            ),
+            (settings.watchlist_hit, WatchlistHit(settings.watchlist_hit)),
+            (settings.bank_multi_open, BankMultiOpen(settings.bank_multi_open)),
+            (settings.two_cards_combo, TwoCardsCombo(settings.two_cards_combo)),
+        ]
+        self.identity_rules = [rule for config, rule in candidates if config.enabled]
+        self.identity_retention = max(
+            (getattr(rule.settings, "window_s", 0) for rule in self.identity_rules), default=0
+        )
+        self.surge = (
+            OutletNonlocalSurge(settings.outlet_nonlocal_surge)
+            if settings.outlet_nonlocal_surge.enabled
+            else None
+        )
+        self.gang = (
+            GangBatchOpen(settings.gang_batch_open) if settings.gang_batch_open.enabled else None
+        )
+        self.outlet_retention = max(
+            settings.outlet_nonlocal_surge.window_s if self.surge else 0,
+            settings.gang_batch_open.window_s if self.gang else 0,
+        )
+        self.agent_rule = (
+            AgentFlagRate(settings.agent_flag_rate) if settings.agent_flag_rate.enabled else None
+        )
 
-    def screen_identity(self, event: PseudonymousEvent) -> list[Alert]:
-        """Alerts for one event, from the rules keyed by identity."""
+    # -- identities
+
+    def screen_identity(self, state: IdentityState, event: PseudonymousEvent) -> Decision:
+        """Apply an event to its identity's state and evaluate the identity rules."""
+        if event.event_type not in IDENTITY_TYPES or event_key(event) in state.history.seen:
+            return Decision(applied=False)
+        ts = event.occurred_at.timestamp()
+        state.history.add(Mark.of(event, ts))
+        decision = Decision(applied=True)
         detected_at = self.clock()
-        alerts = (rule.evaluate(event, detected_at) for rule in self.identity_rules)
-        return [alert for alert in alerts if alert is not None]
+        for rule in self.identity_rules:
+            if event.event_type not in rule.triggers or _cooling(state.cooldowns, rule.rule_id, ts):
+                continue
+            finding = rule.evaluate(event, ts, state)
+            if finding is None:
+                continue
+            decision.alerts.append(
+                identity_alert(rule.rule_id, rule.settings, event, finding, detected_at)
+            )
+            _cool(state.cooldowns, rule.rule_id, ts, rule.settings.cooldown_s)
+        state.history.prune(state.history.latest - self.identity_retention)
+        expire_cooldowns(state.cooldowns, state.history.latest)
+        return decision
+
+    @staticmethod
+    def watch(state: IdentityState, entry: WatchEntry | None) -> None:
+        """Set (or, with None, remove) an identity's watchlist entry."""
+        state.watch = entry
+
+    # -- outlets
+
+    def screens_outlet(self, event: PseudonymousEvent) -> bool:
+        return (
+            event.event_type in OPENING_TYPES
+            and event.outlet_id != ONLINE
+            and (self.surge is not None or self.gang is not None)
+        )
+
+    def screen_outlet(self, state: OutletState, event: PseudonymousEvent) -> Decision:
+        """Apply an opening to its outlet's state and evaluate the outlet rules."""
+        if not self.screens_outlet(event) or event_key(event) in state.openings.seen:
+            return Decision(applied=False)
+        ts = event.occurred_at.timestamp()
+        state.openings.add(Opening.of(event, ts))
+        decision = Decision(applied=True)
+        detected_at = self.clock()
+        surge = self.surge
+        if surge is not None and not _cooling(state.cooldowns, surge.rule_id, ts):
+            finding = surge.evaluate(event, ts, state)
+            if finding is not None:
+                decision.alerts.append(
+                    outlet_alert(surge.rule_id, surge.settings, event, finding, detected_at)
+                )
+                _cool(state.cooldowns, surge.rule_id, ts, surge.settings.cooldown_s)
+        gang = self.gang
+        for link in gang.links(event) if gang is not None else ():
+            assert gang is not None
+            cooldown = f"{gang.rule_id}\x1f{link.shared_value}"
+            if _cooling(state.cooldowns, cooldown, ts):
+                continue
+            finding = gang.evaluate(event, ts, state, link)
+            if finding is not None:
+                decision.alerts.append(
+                    outlet_alert(gang.rule_id, gang.settings, event, finding, detected_at)
+                )
+                _cool(state.cooldowns, cooldown, ts, gang.settings.cooldown_s)
+        state.openings.prune(state.openings.latest - self.outlet_retention)
+        expire_cooldowns(state.cooldowns, state.openings.latest)
+        return decision
+
+    # -- agents
+
+    def agent_signals(self, event: PseudonymousEvent, alerts: list[Alert]) -> list[AgentSignal]:
+        """What the identity alerts on an event tell about the agent who handled it."""
+        if self.agent_rule is None or not event.agent_id:
+            return []
+        ts = event.occurred_at.timestamp()
+        return [
+            AgentSignal(
+                event.agent_id,
+                ts,
+                alert.subject.key,
+                alert.alert_id,
+                event.region_code,
+                Evidence.from_event(event),
+            )
+            for alert in alerts
+            if alert.subject.kind == "identity"
+        ]
+
+    def screen_agent(self, state: AgentState, signal: AgentSignal) -> Decision:
+        rule = self.agent_rule
+        if rule is None or signal.alert_id in state.flags.seen:
+            return Decision(applied=False)
+        # Several identity alerts on one event are one more event for the agent, and
+        # the agent's alert id is the event's: evaluate on its first signal only.
+        again = any(f.evidence == signal.evidence for f in state.flags.since(signal.ts, signal.ts))
+        state.flags.add(Flag(signal.ts, signal.subject_key, signal.alert_id, signal.evidence))
+        decision = Decision(applied=True)
+        if not again and not _cooling(state.cooldowns, rule.rule_id, signal.ts):
+            finding = rule.evaluate(signal, state)
+            if finding is not None:
+                decision.alerts.append(rule.alert(signal, finding, self.clock()))
+                _cool(state.cooldowns, rule.rule_id, signal.ts, rule.settings.cooldown_s)
+        state.flags.prune(state.flags.latest - rule.settings.window_s)
+        expire_cooldowns(state.cooldowns, state.flags.latest)
+        return decision
+
+
+def _cooling(cooldowns: dict[str, float], name: str, ts: float) -> bool:
+    until = cooldowns.get(name)
+    return until is not None and ts < until
+
+
+def _cool(cooldowns: dict[str, float], name: str, ts: float, cooldown_s: int) -> None:
+    if cooldown_s:
+        cooldowns[name] = ts + cooldown_s
+
+
+class Screening:
+    """Every subject's state in memory, and the routing of an event through the rules."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.identities: dict[str, IdentityState] = {}
+        self.outlets: dict[str, OutletState] = {}
+        self.agents: dict[str, AgentState] = {}
+
+    def watch(self, subject_key: str, entry: WatchEntry | None) -> None:
+        state = self.identities.get(subject_key)
+        if state is None:
+            if entry is None:
+                return
+            state = self.identities[subject_key] = IdentityState()
+        self.engine.watch(state, entry)
+
+    def screen(self, event: PseudonymousEvent) -> list[Alert]:
+        """Alerts for one event: its identity's, then its agent's, then its outlet's."""
+        engine = self.engine
+        identity = self.identities.get(event.subject_key)
+        if identity is None:
+            identity = self.identities[event.subject_key] = IdentityState()
+        alerts = list(engine.screen_identity(identity, event).alerts)
+        for signal in engine.agent_signals(event, alerts):
+            agent = self.agents.get(signal.agent_id)
+            if agent is None:
+                agent = self.agents[signal.agent_id] = AgentState()
+            alerts += engine.screen_agent(agent, signal).alerts
+        if engine.screens_outlet(event):
+            outlet = self.outlets.get(event.outlet_id)
+            if outlet is None:
+                outlet = self.outlets[event.outlet_id] = OutletState()
+            alerts += engine.screen_outlet(outlet, event).alerts
+        return alerts

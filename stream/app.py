@@ -1,8 +1,18 @@
 """The Faust app: wires the rule engine to Kafka and adds no rule logic.
 
-carrier.sim-events ─┐  validate    (dead letters → screening.deadletter)
-bank.account-events ┴─► pseudonymise ─► duanka.identity-events (keyed by pseudonym)
-                                           └─► screen ─► police.alerts
+    carrier.sim-events  ┐ validate, pseudonymise,   ┌► duanka.identity-events ► screen-identity ┐
+    bank.account-events ┤ event-time order          │  (key: pseudonym)                        │
+    screening.watchlist ┘ (bad → deadletter)        └► duanka.outlet-events ► screen-outlet    │
+                                                       (key: outlet_id)           │             │
+                                                                   police.alerts ◄┴─────────────┤
+                                 duanka.agent-signals (key: agent_id) ◄─────────────────────────┘
+                                   └► screen-agent ► police.alerts
+
+Each screening stage keeps its subjects' state in a RocksDB-backed table
+with a changelog topic, partitioned like the topic that updates it. An alert
+is delivered to Kafka before the state that records its event is written, and
+state ignores an event it has already applied, so the events at-least-once
+delivery repeats after a crash neither lose nor double an alert.
 """
 
 from __future__ import annotations
@@ -14,17 +24,11 @@ from typing import Any
 
 import faust
 
-from rules.alert import encode_alert
+from rules.alert import Alert, encode_alert
 from rules.config import Settings
 from rules.deadletter import encode_dead_letter
 from rules.engine import Engine
-from rules.errors import InvalidEvent
-from rules.event import (
-    decode_pseudonymous,
-    encode_pseudonymous,
-    parse_event,
-    pseudonymise,
-)
+from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.metrics import CONTENT_TYPE, WorkerMetrics
 
@@ -47,40 +51,66 @@ def make_pseudonymizer(settings: Settings, environ: dict[str, str]) -> Pseudonym
     return Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
 
 
-def create_app(
-    settings: Settings,
-    pseudonymizer: Pseudonymizer,
-    engine: Engine | None = None,
-    metrics: WorkerMetrics | None = None,
-) -> faust.App:
-    """A Faust app that screens the input topics of `settings`."""
-    engine = engine or Engine(settings.rules)
-    metrics = metrics or WorkerMetrics()
-    app = faust.App(
-        settings.worker.app_id,
-        broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
-        store="memory://",
-        datadir=str(Path(settings.worker.data_dir)),
-        web_enabled=True,
-        web_bind=settings.worker.web_host,
-        web_host=settings.worker.web_host,
-        web_port=settings.worker.web_port,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        # Faust's defaults make every start and rebalance take 30-120 s.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=10.0,
-        topic_allow_declare=False,
-    )
-    topics = settings.topics
-    inputs = app.topic(*topics.inputs, **RAW)
-    identity_events = app.topic(topics.identity_events, **RAW)
-    alerts = app.topic(topics.alerts, **RAW)
-    dead_letters = app.topic(topics.deadletter, **RAW)
+class Wiring:
+    """The app, its topics and tables, and what every stage shares."""
 
-    async def reject(message: Any, error: InvalidEvent) -> None:
-        metrics.rejected.labels(message.topic, error.field).inc()
+    def __init__(
+        self,
+        settings: Settings,
+        pseudonymizer: Pseudonymizer,
+        engine: Engine,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.pseudonymizer = pseudonymizer
+        self.engine = engine
+        self.metrics = metrics
+        self.app = self._make_app()
+        topics = settings.topics
+        self.inputs = self.app.topic(*topics.inputs, topics.watchlist, **RAW)
+        self.identity_topic = self.app.topic(topics.identity_events, **RAW)
+        self.outlet_topic = self.app.topic(topics.outlet_events, **RAW)
+        self.agent_topic = self.app.topic(topics.agent_signals, **RAW)
+        self.alerts_topic = self.app.topic(topics.alerts, **RAW)
+        self.dead_letters = self.app.topic(topics.deadletter, **RAW)
+        # bytes keys and values: faust then stores them as they are (raw)
+        tables: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "default": None,
+            "partitions": topics.partitions,
+        }
+        self.identities = self.app.Table("identity-state", **tables)
+        self.outlets = self.app.Table("outlet-state", **tables)
+        self.agents = self.app.Table("agent-state", **tables)
+
+    def _make_app(self) -> faust.App:
+        settings = self.settings
+        return faust.App(
+            settings.worker.app_id,
+            broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
+            store="rocksdb://",
+            datadir=str(Path(settings.worker.data_dir)),
+            topic_partitions=settings.topics.partitions,
+            web_enabled=True,
+            web_bind=settings.worker.web_host,
+            web_host=settings.worker.web_host,
+            web_port=settings.worker.web_port,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            # Faust's defaults make every start and rebalance take 30-120 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=1.0,
+            broker_rebalance_timeout=10.0,
+        )
+
+    @property
+    def partitions(self) -> int:
+        return self.settings.topics.partitions
+
+    async def reject(self, message: Any, error: InvalidRecord) -> None:
+        """Send a record the worker cannot use to the dead-letter topic, with the reason."""
+        self.metrics.rejected.labels(message.topic, error.field).inc()
         log.warning(
             "rejected record topic=%s partition=%d offset=%d field=%s",
             message.topic,
@@ -88,45 +118,50 @@ def create_app(
             message.offset,
             error.field,
         )
-        await dead_letters.send(
+        await self.dead_letters.send(
             key=message.key,
             value=encode_dead_letter(
                 message.topic, message.partition, message.offset, error, message.value
             ),
         )
 
-    @app.agent(inputs, name="validate")
-    async def validate(stream: faust.StreamT) -> None:
-        async for record in stream.events():
-            message = record.message
-            try:
-                if message.value is None:
-                    raise InvalidEvent("record", "no value (a null record)")
-                event = parse_event(message.value)
-            except InvalidEvent as error:
-                await reject(message, error)
-                continue
-            metrics.events_in.labels(message.topic, event.event_type).inc()
-            redacted = pseudonymise(event, pseudonymizer)
-            await identity_events.send(
-                key=redacted.subject_key.encode(), value=encode_pseudonymous(redacted)
+    async def deliver(self, alerts: list[Alert]) -> None:
+        """Send alerts and wait until Kafka has them: only then may state record their event."""
+        pending = []
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.rule_id, alert.severity).inc()
+            pending.append(
+                await self.alerts_topic.send(
+                    key=alert.subject.key.encode(), value=encode_alert(alert)
+                )
             )
+        for future in pending:
+            await future
 
-    @app.agent(identity_events, name="screen-identity")
-    async def screen_identity(stream: faust.StreamT) -> None:
-        async for record in stream.events():
-            try:
-                event = decode_pseudonymous(record.message.value or b"")
-            except InvalidEvent as error:
-                await reject(record.message, error)
-                continue
-            for alert in engine.screen_identity(event):
-                metrics.alerts.labels(alert.rule_id, alert.severity).inc()
-                await alerts.send(key=alert.subject.key.encode(), value=encode_alert(alert))
+
+def create_app(
+    settings: Settings,
+    pseudonymizer: Pseudonymizer,
+    engine: Engine | None = None,
+    metrics: WorkerMetrics | None = None,
+) -> faust.App:
+    """A Faust app that screens the input topics of `settings`."""
+    from stream.stages import AgentStage, IdentityStage, OrderingStage, OutletStage
+
+    wiring = Wiring(
+        settings, pseudonymizer, engine or Engine(settings.rules), metrics or WorkerMetrics()
+    )
+    app = wiring.app
+    ordering = OrderingStage(wiring)
+    app.agent(wiring.inputs, name="validate")(ordering.run)
+    app.timer(settings.worker.tick_ms / 1000)(ordering.release)
+    app.agent(wiring.identity_topic, name="screen-identity")(IdentityStage(wiring).run)
+    app.agent(wiring.outlet_topic, name="screen-outlet")(OutletStage(wiring).run)
+    app.agent(wiring.agent_topic, name="screen-agent")(AgentStage(wiring).run)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
+        return web.bytes(wiring.metrics.exposition(), content_type=CONTENT_TYPE)
 
     if pseudonymizer.is_development_key:
 

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_alerts(commands)
     _add_sample(commands)
     _add_demo(commands)
+    _add_replay(commands)
+    _add_watchlist(commands)
+    for command in commands.choices.values():
+        # `duanka replay --config F` works as well as `duanka --config F replay`
+        command.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
     return parser
 
 
@@ -198,6 +203,52 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from producers.demo import run_demo
 
     return run_demo(settings, args.dir, forever=args.forever, environ=dict(os.environ))
+
+
+def _add_replay(commands: Commands) -> None:
+    replay = commands.add_parser(
+        "replay", help="run the rules over a file of events, in event-time order"
+    )
+    replay.add_argument("events", type=Path, help="JSON-lines file of duanka.event/1 records")
+    replay.add_argument("--out", type=Path, required=True, help="alerts, as JSON lines")
+    replay.add_argument("--watchlist", type=Path, help="watchlist file (JSON lines or .csv)")
+    replay.add_argument("--deadletter", type=Path, help="rejected records, as JSON lines")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(handler=_replay)
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.replay import run_replay
+
+    return run_replay(
+        args.events,
+        args.out,
+        settings,
+        dict(os.environ),
+        args.watchlist,
+        args.deadletter,
+        progress=not args.quiet,
+    )
+
+
+def _add_watchlist(commands: Commands) -> None:
+    watchlist = commands.add_parser(
+        "watchlist", help="publish the credit-punishment watchlist to its compacted topic"
+    )
+    actions = watchlist.add_subparsers(dest="action", required=True, metavar="ACTION")
+    load = actions.add_parser("load", help="publish every entry of a JSON-lines or CSV file")
+    load.add_argument("file", type=Path)
+    remove = actions.add_parser("remove", help="remove a person's entry (a null record)")
+    remove.add_argument("id_number")
+    watchlist.set_defaults(handler=_watchlist)
+
+
+def _watchlist(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.watchlist import load_file, remove_entry
+
+    if args.action == "load":
+        return load_file(args.file, settings)
+    return remove_entry(args.id_number, settings)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 # aiohttp refuses a charset inside content_type, so the exposition format's
 # version goes alone; Prometheus reads it as text/plain 0.0.4 either way.
@@ -30,6 +30,17 @@ class WorkerMetrics:
             "duanka_alerts",
             "Alerts sent to the police topic.",
             ["rule_id", "severity"],
+            registry=self.registry,
+        )
+
+        self.held = Gauge(
+            "duanka_events_held",
+            "Valid events waiting to be released in event-time order.",
+            registry=self.registry,
+        )
+        self.late = Gauge(
+            "duanka_late_events",
+            "Events released after a later one: they came later than the ordering wait.",
             registry=self.registry,
         )
 

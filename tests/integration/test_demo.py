@@ -30,6 +30,8 @@ def test_demo_shows_every_expected_alert_and_dead_letter(
                         "alerts",
                         "deadletter",
                         "identity_events",
+                        "outlet_events",
+                        "agent_signals",
                     )
                 },
                 "worker": {"app_id": f"demo-{run}", "web_port": free_port()},
@@ -58,10 +60,11 @@ def test_demo_shows_every_expected_alert_and_dead_letter(
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert f"using the Kafka broker at {kafka_bootstrap}" in out
-    assert "4 should alert, 3 are malformed" in out
+    assert "5 should alert, 3 are malformed" in out
     assert out.count(" sim_mail_out_of_province ") == 4
+    assert out.count(" sim_nonlocal_not_in_person ") == 1
     assert out.count("dead letter from sim_events-") == 3
-    assert "4 alerts received, 4 expected; 3 dead letters, 3 expected" in out
+    assert "5 alerts received, 5 expected; 3 dead letters, 3 expected" in out
     assert "every expected alert and dead letter arrived" in out
     assert "stopped the worker" in out
     assert (tmp_path / "demo" / "worker.log").stat().st_size > 0

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,6 +213,8 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         "alerts": f"alerts-{run}",
         "deadletter": f"dead-{run}",
         "identity_events": f"identity-{run}",
+        "outlet_events": f"outlet-{run}",
+        "agent_signals": f"agent-{run}",
     }
     config = root / "config.yaml"
     web_port = free_port()
@@ -252,8 +254,14 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             process.wait()
 
 
-def read_all(bootstrap: str, topic: str, count: int, worker: Worker | None = None) -> list[Any]:
-    """Read `count` records from `topic` from the beginning, within WAIT_S seconds."""
+def read_all(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    worker: Worker | None = None,
+    keep: Callable[[Any], bool] = lambda record: True,
+) -> list[Any]:
+    """Read `count` records that `keep` accepts from `topic`, from the beginning, within WAIT_S."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -265,10 +273,10 @@ def read_all(bootstrap: str, topic: str, count: int, worker: Worker | None = Non
             if worker is not None and worker.process.poll() is not None:
                 pytest.fail(f"worker exited: {worker.log.read_text()[-3000:]}")
             for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
+                records.extend(r for r in batch if keep(r))
         # anything beyond the expected count would be a defect too
         for batch in consumer.poll(timeout_ms=1000).values():
-            records.extend(batch)
+            records.extend(r for r in batch if keep(r))
         return records
     finally:
         consumer.close()
@@ -315,11 +323,28 @@ def test_bad_records_are_dead_lettered_and_good_ones_alert(worker: Worker, tmp_p
     dead = read_all(worker.bootstrap, worker.topics["deadletter"], len(MALFORMED), worker)
     assert_dead_letters(dead, worker.topics["sim_events"])
 
-    alerts = read_all(worker.bootstrap, worker.topics["alerts"], 3, worker)
-    assert_alerts(alerts)
+    alerts = read_all(worker.bootstrap, worker.topics["alerts"], 4, worker)
+    assert sorted(orjson.loads(r.value)["rule_id"] for r in alerts) == [
+        "sim_mail_out_of_province",
+        "sim_mail_out_of_province",
+        "sim_mail_out_of_province",
+        "sim_nonlocal_not_in_person",  # OK-6: a non-local ID, remote verification
+    ]
+    assert_alerts([r for r in alerts if b"sim_mail_out_of_province" in r.value])
 
-    internal = read_all(worker.bootstrap, worker.topics["identity_events"], 6, worker)
-    assert len(internal) == 6  # every valid event, once
+    events = read_all(
+        worker.bootstrap,
+        worker.topics["identity_events"],
+        6,
+        worker,
+        keep=lambda r: r.value.startswith(b"E"),
+    )
+    assert len(events) == 6  # every valid event, once
+    internal = [
+        record
+        for name in ("identity_events", "outlet_events", "agent_signals")
+        for record in read_all(worker.bootstrap, worker.topics[name], 0)
+    ]
     for record in internal:
         for number in (LOCAL, NONLOCAL):
             assert number.encode() not in record.value
@@ -330,6 +355,9 @@ def test_bad_records_are_dead_lettered_and_good_ones_alert(worker: Worker, tmp_p
     assert metrics["duanka_events_total"] == 6
     assert metrics['duanka_alerts_total{rule_id="sim_mail_out_of_province",severity="high"}'] == 2
     assert metrics['duanka_alerts_total{rule_id="sim_mail_out_of_province",severity="medium"}'] == 1
+    assert (
+        metrics['duanka_alerts_total{rule_id="sim_nonlocal_not_in_person",severity="medium"}'] == 1
+    )
     log = worker.log.read_text(errors="replace")
     assert "rejected record topic=" in log
     for number in (LOCAL, NONLOCAL):

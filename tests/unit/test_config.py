@@ -99,4 +99,6 @@ def test_topic_names_cover_every_topic() -> None:
         "alerts": "police.alerts",
         "deadletter": "screening.deadletter",
         "identity_events": "duanka.identity-events",
+        "outlet_events": "duanka.outlet-events",
+        "agent_signals": "duanka.agent-signals",
     }

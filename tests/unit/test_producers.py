@@ -14,7 +14,7 @@ from producers.produce import ProduceError, check_routable, read_lines, route
 from producers.sample import sample_events, write_sample
 from rules.alert import Alert, Evidence, Subject
 from rules.config import Settings
-from rules.engine import Engine
+from rules.engine import Engine, Screening
 from rules.errors import InvalidEvent
 from rules.event import parse_event, pseudonymise
 from rules.pseudonym import Pseudonymizer
@@ -56,9 +56,9 @@ def test_sample_has_the_advertised_alerts_and_rejects(tmp_path: Path) -> None:
     count = write_sample(path)
     lines = path.read_bytes().splitlines()
     assert count == len(lines) == len(sample_events()) + 3
-    engine = Engine(SETTINGS.rules, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    screening = Screening(Engine(SETTINGS.rules, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC)))
     pseudonymizer = Pseudonymizer(b"k")
-    severities: list[str] = []
+    found: list[tuple[str, str]] = []
     rejected: list[str] = []
     for line in lines:
         try:
@@ -66,10 +66,16 @@ def test_sample_has_the_advertised_alerts_and_rejects(tmp_path: Path) -> None:
         except InvalidEvent as error:
             rejected.append(str(error))
             continue
-        severities += [
-            a.severity for a in engine.screen_identity(pseudonymise(event, pseudonymizer))
+        found += [
+            (a.rule_id, a.severity) for a in screening.screen(pseudonymise(event, pseudonymizer))
         ]
-    assert sorted(severities) == ["high", "high", "high", "medium"]
+    assert sorted(found) == [
+        ("sim_mail_out_of_province", "high"),
+        ("sim_mail_out_of_province", "high"),
+        ("sim_mail_out_of_province", "high"),
+        ("sim_mail_out_of_province", "medium"),
+        ("sim_nonlocal_not_in_person", "medium"),  # the non-local ID mailed to Shaanxi
+    ]
     assert [r.split(":")[0] for r in rejected] == ["id_number", "occurred_at", "channel"]
     assert check_routable(path, SETTINGS, None) == count
 

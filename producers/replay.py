@@ -1,0 +1,89 @@
+"""`duanka replay`: the rules over a file, with a progress bar and a summary table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rules.config import Settings
+from rules.engine import Engine
+from rules.errors import DuankaError
+from rules.pseudonym import Pseudonymizer, pseudonym_key
+from rules.replay import ReplaySummary, replay
+
+DEV_KEY_NOTE = (
+    "note: pseudonyms use the built-in development key; alerts match a worker's only "
+    "if both use the same DUANKA_PSEUDONYM_KEY"
+)
+
+
+class Bar:
+    """A tqdm progress bar on stderr, as rules.replay.Progress."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: tqdm[object] | None = None
+
+    def start(self, total: int) -> None:
+        self.bar = tqdm(total=total, unit=" events", disable=not self.enabled, file=sys.stderr)
+
+    def advance(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_replay(
+    events: Path,
+    out: Path,
+    settings: Settings,
+    environ: Mapping[str, str],
+    watchlist: Path | None = None,
+    deadletter: Path | None = None,
+    progress: bool = True,
+) -> int:
+    for path in (events, watchlist):
+        if path is not None and not path.is_file():
+            raise DuankaError(f"{path}: no such file")
+    pseudonymizer = Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
+    if pseudonymizer.is_development_key:
+        print(DEV_KEY_NOTE, file=sys.stderr)
+    bar = Bar(progress)
+    started = time.perf_counter()
+    with ExitStack() as files:
+        alerts = files.enter_context(out.open("wb"))
+        rejected = files.enter_context(deadletter.open("wb")) if deadletter else None
+        try:
+            summary = replay(
+                events, Engine(settings.rules), pseudonymizer, alerts, rejected, watchlist, bar
+            )
+        finally:
+            bar.close()
+    print(summary_table(summary, time.perf_counter() - started, settings), file=sys.stderr)
+    return 0
+
+
+def summary_table(summary: ReplaySummary, seconds: float, settings: Settings) -> str:
+    rate = summary.events_read / seconds if seconds > 0 else 0.0
+    rows = [
+        ("events read", f"{summary.events_read:,}"),
+        ("rejected", f"{summary.rejected:,}"),
+        ("in file order", "yes" if summary.in_order else "no (sorted by event time)"),
+    ]
+    if summary.watch_loaded or summary.watch_rejected:
+        rows.append(("watchlist entries", f"{summary.watch_loaded:,}"))
+        rows.append(("watchlist rejected", f"{summary.watch_rejected:,}"))
+    rows.append(("seconds", f"{seconds:.1f} ({rate:,.0f} events/s)"))
+    rows.append(("alerts", f"{summary.alert_count:,}"))
+    for rule_id in settings.rules.__dataclass_fields__:
+        rows.append((f"  {rule_id}", f"{summary.alerts.get(rule_id, 0):,}"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value:>12}" for name, value in rows)

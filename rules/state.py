@@ -1,0 +1,350 @@
+"""Rule state: what each identity, outlet and agent remembers.
+
+Plain objects that a test can build from a list of events and that the
+stream stores in its tables (as the compact JSON of the codecs below). They
+hold pseudonyms and event references, never a raw id number. Each keeps the
+keys of the events it has applied, so an event seen twice (a repeated record,
+or one reprocessed after a crash) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+
+from rules.alert import Evidence
+from rules.event import PseudonymousEvent
+
+NEVER = float("-inf")
+
+
+def event_key(event: PseudonymousEvent) -> str:
+    """The idempotency key of an event: its (source, event_id)."""
+    return f"{event.source}\x1f{event.event_id}"
+
+
+@dataclass(slots=True)
+class Mark:
+    """One event in an identity's history: what the identity rules look back at."""
+
+    ts: float
+    source: str
+    event_id: str
+    event_type: str
+    occurred_at: str
+    outlet_province: str
+    is_nonlocal: bool
+
+    @classmethod
+    def of(cls, event: PseudonymousEvent, ts: float) -> Mark:
+        return cls(
+            ts,
+            event.source,
+            event.event_id,
+            event.event_type,
+            event.occurred_at.isoformat(),
+            event.outlet_province,
+            event.is_nonlocal,
+        )
+
+    @property
+    def order(self) -> tuple[float, str, str]:
+        return (self.ts, self.source, self.event_id)
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}\x1f{self.event_id}"
+
+    def evidence(self) -> Evidence:
+        return Evidence(self.event_id, self.source, self.event_type, self.occurred_at)
+
+    def __lt__(self, other: Mark) -> bool:
+        return self.order < other.order
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEntry:
+    """An identity's credit-punishment entry, without its id number."""
+
+    scope: str
+    since: date
+    until: date
+    list: str
+    reason: str = ""
+
+    def covers(self, event_type: str, day: date) -> bool:
+        """Whether the entry bars this kind of opening on this (local) day."""
+        if not self.since <= day < self.until:
+            return False
+        if event_type == "sim.activate":
+            return self.scope in ("telecom", "all")
+        if event_type == "bank.open":
+            return self.scope in ("bank", "all")
+        return False
+
+
+@dataclass(slots=True)
+class Window:
+    """Events in time order with the keys already seen: the common part of every state."""
+
+    items: list[Any] = field(default_factory=list)
+    latest: float = NEVER
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, item: Any) -> None:
+        if not self.items or not item < self.items[-1]:
+            self.items.append(item)
+        else:
+            insort(self.items, item)
+        self.seen.add(item.key)
+        self.latest = max(self.latest, item.ts)
+
+    def since(self, start: float, end: float) -> list[Any]:
+        """The items with start <= ts <= end."""
+        items = self.items
+        low = bisect_left(items, start, key=lambda item: item.ts)
+        result = []
+        for item in items[low:]:
+            if item.ts > end:
+                break
+            result.append(item)
+        return result
+
+    def prune(self, horizon: float) -> None:
+        """Forget items older than `horizon`, and their keys."""
+        cut = bisect_left(self.items, horizon, key=lambda item: item.ts)
+        if cut:
+            for item in self.items[:cut]:
+                self.seen.discard(item.key)
+            del self.items[:cut]
+
+
+@dataclass(slots=True)
+class IdentityState:
+    history: Window = field(default_factory=Window)
+    cooldowns: dict[str, float] = field(default_factory=dict)
+    watch: WatchEntry | None = None
+
+    @property
+    def marks(self) -> list[Mark]:
+        return self.history.items
+
+
+@dataclass(slots=True)
+class Opening:
+    """One opening at an outlet: what the outlet rules look back at."""
+
+    ts: float
+    source: str
+    event_id: str
+    event_type: str
+    occurred_at: str
+    subject_key: str
+    is_nonlocal: bool
+    id_prefecture: str | None
+    device_id: str | None
+    contact_phone: str | None
+    address_key: str | None
+
+    @classmethod
+    def of(cls, event: PseudonymousEvent, ts: float) -> Opening:
+        delivery = event.delivery
+        return cls(
+            ts,
+            event.source,
+            event.event_id,
+            event.event_type,
+            event.occurred_at.isoformat(),
+            event.subject_key,
+            event.is_nonlocal,
+            event.id_prefecture,
+            event.device_id,
+            event.contact_phone,
+            delivery.address_key if delivery else None,
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}\x1f{self.event_id}"
+
+    def evidence(self) -> Evidence:
+        return Evidence(self.event_id, self.source, self.event_type, self.occurred_at)
+
+    def __lt__(self, other: Opening) -> bool:
+        return (self.ts, self.source, self.event_id) < (other.ts, other.source, other.event_id)
+
+
+@dataclass(slots=True)
+class OutletState:
+    openings: Window = field(default_factory=Window)
+    cooldowns: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSignal:
+    """An identity alert on an event an agent handled: what `agent_flag_rate` counts."""
+
+    agent_id: str
+    ts: float
+    subject_key: str
+    alert_id: str
+    region_code: str
+    evidence: Evidence
+
+
+@dataclass(slots=True)
+class Flag:
+    """One alerted identity in an agent's history."""
+
+    ts: float
+    subject_key: str
+    alert_id: str
+    evidence: Evidence
+
+    @property
+    def key(self) -> str:
+        return self.alert_id
+
+    def __lt__(self, other: Flag) -> bool:
+        return (self.ts, self.alert_id) < (other.ts, other.alert_id)
+
+
+@dataclass(slots=True)
+class AgentState:
+    flags: Window = field(default_factory=Window)
+    cooldowns: dict[str, float] = field(default_factory=dict)
+
+
+def expire_cooldowns(cooldowns: dict[str, float], now: float) -> None:
+    """Drop cooldowns that ended before `now`."""
+    for name in [name for name, until in cooldowns.items() if until <= now]:
+        del cooldowns[name]
+
+
+# ---------------------------------------------------------------- codecs
+# Compact JSON arrays: the stream writes one of these per changed subject.
+
+
+def _evidence_row(e: Evidence) -> list[str]:
+    return [e.event_id, e.source, e.event_type, e.occurred_at]
+
+
+def encode_identity(state: IdentityState) -> bytes:
+    watch = state.watch
+    return orjson.dumps(
+        {
+            "m": [
+                [
+                    m.ts,
+                    m.source,
+                    m.event_id,
+                    m.event_type,
+                    m.occurred_at,
+                    m.outlet_province,
+                    m.is_nonlocal,
+                ]
+                for m in state.history.items
+            ],
+            "t": state.history.latest if state.history.items else None,
+            "c": state.cooldowns,
+            "w": None
+            if watch is None
+            else [
+                watch.scope,
+                watch.since.isoformat(),
+                watch.until.isoformat(),
+                watch.list,
+                watch.reason,
+            ],
+        }
+    )
+
+
+def decode_identity(raw: bytes) -> IdentityState:
+    obj = orjson.loads(raw)
+    marks = [Mark(*row) for row in obj["m"]]
+    watch = obj["w"]
+    return IdentityState(
+        history=_window(marks, obj["t"]),
+        cooldowns=obj["c"],
+        watch=None
+        if watch is None
+        else WatchEntry(
+            watch[0], date.fromisoformat(watch[1]), date.fromisoformat(watch[2]), watch[3], watch[4]
+        ),
+    )
+
+
+def encode_outlet(state: OutletState) -> bytes:
+    return orjson.dumps(
+        {
+            "o": [
+                [
+                    o.ts,
+                    o.source,
+                    o.event_id,
+                    o.event_type,
+                    o.occurred_at,
+                    o.subject_key,
+                    o.is_nonlocal,
+                    o.id_prefecture,
+                    o.device_id,
+                    o.contact_phone,
+                    o.address_key,
+                ]
+                for o in state.openings.items
+            ],
+            "t": state.openings.latest if state.openings.items else None,
+            "c": state.cooldowns,
+        }
+    )
+
+
+def decode_outlet(raw: bytes) -> OutletState:
+    obj = orjson.loads(raw)
+    return OutletState(_window([Opening(*row) for row in obj["o"]], obj["t"]), obj["c"])
+
+
+def encode_agent(state: AgentState) -> bytes:
+    return orjson.dumps(
+        {
+            "f": [
+                [f.ts, f.subject_key, f.alert_id, *_evidence_row(f.evidence)]
+                for f in state.flags.items
+            ],
+            "t": state.flags.latest if state.flags.items else None,
+            "c": state.cooldowns,
+        }
+    )
+
+
+def decode_agent(raw: bytes) -> AgentState:
+    obj = orjson.loads(raw)
+    flags = [Flag(row[0], row[1], row[2], Evidence(*row[3:])) for row in obj["f"]]
+    return AgentState(_window(flags, obj["t"]), obj["c"])
+
+
+def encode_signal(signal: AgentSignal) -> bytes:
+    return orjson.dumps(
+        [
+            signal.agent_id,
+            signal.ts,
+            signal.subject_key,
+            signal.alert_id,
+            signal.region_code,
+            *_evidence_row(signal.evidence),
+        ]
+    )
+
+
+def decode_signal(raw: bytes) -> AgentSignal:
+    row = orjson.loads(raw)
+    return AgentSignal(row[0], row[1], row[2], row[3], row[4], Evidence(*row[5:]))
+
+
+def _window(items: list[Any], latest: float | None) -> Window:
+    return Window(items, NEVER if latest is None else latest, {item.key for item in items})

@@ -1,0 +1,119 @@
+"""The worker's internal records: what flows between its agents, never a raw id number.
+
+    identity topic (key: pseudonym)   event | watch update | tick
+    outlet topic   (key: outlet_id)   event
+    agent topic    (key: agent_id)    signal | tick
+
+A tick carries the ordering key up to which every event has been released
+by the stage before, so the agent stage can put signals coming from several
+identity partitions back into event-time order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+
+from rules.event import PseudonymousEvent, decode_pseudonymous, encode_pseudonymous
+from rules.state import AgentSignal, WatchEntry, decode_signal, encode_signal
+from stream.ordering import Key
+
+
+@dataclass(frozen=True, slots=True)
+class WatchUpdate:
+    subject_key: str
+    entry: WatchEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Every event with an ordering key up to `key` has been released upstream."""
+
+    key: Key
+    origin: int = -1  # the identity partition a tick on the agent topic comes from
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    signal: AgentSignal
+    key: Key  # the ordering key of the event the signal comes from
+    seq: int  # its place among that event's alerts
+    origin: int
+
+
+IdentityRecord = PseudonymousEvent | WatchUpdate | Tick
+AgentRecord = SignalRecord | Tick
+
+
+def _key(raw: list[Any]) -> Key:
+    return (float(raw[0]), str(raw[1]), str(raw[2]))
+
+
+def encode_identity_record(record: IdentityRecord) -> bytes:
+    if isinstance(record, PseudonymousEvent):
+        return b"E" + encode_pseudonymous(record)
+    if isinstance(record, WatchUpdate):
+        entry = record.entry
+        fields = (
+            None
+            if entry is None
+            else [
+                entry.scope,
+                entry.since.isoformat(),
+                entry.until.isoformat(),
+                entry.list,
+                entry.reason,
+            ]
+        )
+        return b"W" + orjson.dumps([record.subject_key, fields])
+    return b"T" + orjson.dumps(list(record.key))
+
+
+def decode_identity_record(raw: bytes) -> IdentityRecord:
+    kind, body = raw[:1], raw[1:]
+    if kind == b"E":
+        return decode_pseudonymous(body)
+    if kind == b"W":
+        subject_key, fields = orjson.loads(body)
+        entry = (
+            None
+            if fields is None
+            else WatchEntry(
+                fields[0],
+                date.fromisoformat(fields[1]),
+                date.fromisoformat(fields[2]),
+                fields[3],
+                fields[4],
+            )
+        )
+        return WatchUpdate(subject_key, entry)
+    if kind == b"T":
+        return Tick(_key(orjson.loads(body)))
+    raise ValueError(f"not an identity record: {raw[:16]!r}")
+
+
+def encode_agent_record(record: AgentRecord) -> bytes:
+    if isinstance(record, SignalRecord):
+        return b"S" + orjson.dumps(
+            [
+                list(record.key),
+                record.seq,
+                record.origin,
+                orjson.Fragment(encode_signal(record.signal)),
+            ]
+        )
+    return b"T" + orjson.dumps([list(record.key), record.origin])
+
+
+def decode_agent_record(raw: bytes) -> AgentRecord:
+    kind, body = raw[:1], raw[1:]
+    if kind == b"S":
+        key, seq, origin, signal = orjson.loads(body)
+        return SignalRecord(decode_signal(orjson.dumps(signal)), _key(key), seq, origin)
+    if kind == b"T":
+        key, origin = orjson.loads(body)
+        return Tick(_key(key), origin)
+    raise ValueError(f"not an agent record: {raw[:16]!r}")

@@ -1,0 +1,296 @@
+"""The worker's stages: each reads one topic, updates one table, and passes records on."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from faust.types import TP, StreamT
+
+from rules.errors import InvalidEvent, InvalidRecord
+from rules.event import PseudonymousEvent, parse_event, pseudonymise
+from rules.state import (
+    AgentState,
+    IdentityState,
+    OutletState,
+    decode_agent,
+    decode_identity,
+    decode_outlet,
+    encode_agent,
+    encode_identity,
+    encode_outlet,
+)
+from rules.watchlist import parse_watch, watch_identity
+from stream.app import Wiring
+from stream.ordering import FIRST, Key, Reorderer
+from stream.records import (
+    SignalRecord,
+    Tick,
+    WatchUpdate,
+    decode_agent_record,
+    decode_identity_record,
+    encode_agent_record,
+    encode_identity_record,
+)
+
+# the agent table's entry, one per partition, for how far each origin got
+WATERMARKS = b"\x00watermarks:%d"
+
+
+def event_order(event: PseudonymousEvent) -> Key:
+    return (event.occurred_at.timestamp(), event.source, event.event_id)
+
+
+class OrderingStage:
+    """Validates input, pseudonymises it, and passes it on in event-time order.
+
+    Events are acknowledged (so their offsets may be committed) only once
+    they have been passed on; held events are simply read again after a crash.
+    """
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.w = wiring
+        self.order: Reorderer[TP] = Reorderer(wiring.settings.worker.order_idle_ms / 1000)
+        self.offsets: dict[TP, int] = {}
+        self.lock = asyncio.Lock()
+        self.tick_sent: Key = FIRST
+        self.tick_at = 0.0
+        topics = wiring.settings.topics
+        self.input_names = {*topics.inputs, topics.watchlist}
+
+    async def run(self, stream: StreamT) -> None:
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            self.offsets[message.tp] = message.offset
+            try:
+                key, record = self.read(message)
+            except InvalidRecord as error:
+                await self.w.reject(message, error)
+                event.ack()
+                continue
+            self.order.push(message.tp, key, (record, event), _now())
+            await self.release()
+
+    def read(self, message: Any) -> tuple[Key, WatchUpdate | PseudonymousEvent]:
+        """The ordering key and internal record of an input message; raises InvalidRecord."""
+        if message.topic == self.w.settings.topics.watchlist:
+            return FIRST, self.watch_update(message)
+        if message.value is None:
+            raise InvalidEvent("record", "no value (a null record)")
+        event = parse_event(message.value)
+        self.w.metrics.events_in.labels(message.topic, event.event_type).inc()
+        redacted = pseudonymise(event, self.w.pseudonymizer)
+        return event_order(redacted), redacted
+
+    def watch_update(self, message: Any) -> WatchUpdate:
+        """A watchlist record (or, with a null value, a removal) for the identity it names."""
+        if message.value is not None:
+            record = parse_watch(message.value)
+            key = self.w.pseudonymizer.subject_key(record.id_type, record.id_number)
+            return WatchUpdate(key, record.entry)
+        if not message.key:
+            raise InvalidRecord("key", "a watchlist record is keyed by its id number")
+        try:
+            id_type, number = watch_identity(message.key.decode())
+        except UnicodeDecodeError:
+            raise InvalidRecord("key", "not UTF-8") from None
+        return WatchUpdate(self.w.pseudonymizer.subject_key(id_type, number), None)
+
+    async def release(self) -> None:
+        """Pass on whatever no input partition can still undercut, then tick."""
+        async with self.lock:
+            now = _now()
+            assigned = {
+                tp for tp in self.w.app.consumer.assignment() if tp.topic in self.input_names
+            }
+            self.order.revoke(self.order.partitions - assigned)
+            self.order.assign(assigned, now)
+            for _, (record, event) in self.order.release(now, self.caught_up):
+                await self.forward(record)
+                event.ack()
+            self.w.metrics.held.set(len(self.order))
+            self.w.metrics.late.set(self.order.late)
+            await self.maybe_tick(now)
+
+    def caught_up(self, tp: TP) -> bool:
+        """Whether the worker has read all that partition holds, as far as it knows."""
+        try:
+            highwater = self.w.app.consumer.highwater(tp)
+        except (AssertionError, KeyError, AttributeError, TypeError):
+            return True
+        if highwater is None or highwater <= 0:
+            return True
+        return self.offsets.get(tp, -1) + 1 >= highwater
+
+    async def forward(self, record: WatchUpdate | PseudonymousEvent) -> None:
+        w = self.w
+        value = encode_identity_record(record)
+        await w.identity_topic.send(key=record.subject_key.encode(), value=value)
+        if isinstance(record, PseudonymousEvent) and w.engine.screens_outlet(record):
+            await w.outlet_topic.send(key=record.outlet_id.encode(), value=value)
+
+    async def maybe_tick(self, now: float) -> None:
+        """Tell every identity partition how far the released events go (and, idle, that still)."""
+        released = self.order.released
+        interval = self.w.settings.worker.tick_ms / 1000
+        if released == FIRST or now - self.tick_at < interval:
+            return
+        if released == self.tick_sent and now - self.tick_at < interval * 10:
+            return
+        value = encode_identity_record(Tick(released))
+        for partition in range(self.w.partitions):
+            await self.w.identity_topic.send(key=None, value=value, partition=partition)
+        self.tick_sent, self.tick_at = released, now
+
+
+class IdentityStage:
+    """Identity rules on state keyed by pseudonym; passes identity alerts to the agent stage."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.w = wiring
+
+    async def run(self, stream: StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                record = decode_identity_record(message.value or b"")
+            except ValueError as error:
+                await self.w.reject(message, InvalidRecord("record", str(error)))
+                continue
+            if isinstance(record, Tick):
+                await self.pass_tick(record, message.partition)
+            elif isinstance(record, WatchUpdate):
+                state = self.load(message.key)
+                self.w.engine.watch(state, record.entry)
+                self.w.identities[message.key] = encode_identity(state)
+            else:
+                await self.screen(message.key, message.partition, record)
+
+    def load(self, key: bytes) -> IdentityState:
+        raw = self.w.identities.get(key)
+        return IdentityState() if raw is None else decode_identity(raw)
+
+    async def screen(self, key: bytes, partition: int, event: PseudonymousEvent) -> None:
+        w = self.w
+        state = self.load(key)
+        decision = w.engine.screen_identity(state, event)
+        if not decision.applied:
+            return
+        await w.deliver(decision.alerts)
+        order = event_order(event)
+        for seq, signal in enumerate(w.engine.agent_signals(event, decision.alerts)):
+            record = SignalRecord(signal, order, seq, partition)
+            sent = await w.agent_topic.send(
+                key=signal.agent_id.encode(), value=encode_agent_record(record)
+            )
+            await sent
+        w.identities[key] = encode_identity(state)
+
+    async def pass_tick(self, tick: Tick, partition: int) -> None:
+        value = encode_agent_record(Tick(tick.key, partition))
+        for target in range(self.w.partitions):
+            await self.w.agent_topic.send(key=None, value=value, partition=target)
+
+
+class OutletStage:
+    """Outlet rules on state keyed by outlet_id."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.w = wiring
+
+    async def run(self, stream: StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                record = decode_identity_record(message.value or b"")
+            except ValueError as error:
+                await self.w.reject(message, InvalidRecord("record", str(error)))
+                continue
+            if isinstance(record, PseudonymousEvent):
+                await self.screen(message.key, record)
+
+    async def screen(self, key: bytes, event: PseudonymousEvent) -> None:
+        raw = self.w.outlets.get(key)
+        state = OutletState() if raw is None else decode_outlet(raw)
+        decision = self.w.engine.screen_outlet(state, event)
+        if decision.applied:
+            await self.w.deliver(decision.alerts)
+            self.w.outlets[key] = encode_outlet(state)
+
+
+@dataclass(order=True)
+class HeldSignal:
+    key: Key
+    seq: int
+    record: SignalRecord = field(compare=False)
+    event: Any = field(compare=False)
+
+
+class AgentStage:
+    """`agent_flag_rate` on state keyed by agent_id, fed in event-time order.
+
+    Signals come from every identity partition; each partition's ticks say how
+    far it has got, and a signal is screened once every origin is past it.
+    The marks are kept in the agent table, so they survive a restart.
+    """
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.w = wiring
+        self.held: dict[int, list[HeldSignal]] = {}
+
+    async def run(self, stream: StreamT) -> None:
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            try:
+                record = decode_agent_record(message.value or b"")
+            except ValueError as error:
+                await self.w.reject(message, InvalidRecord("record", str(error)))
+                event.ack()
+                continue
+            marks = self.advance(record, message.partition)
+            queue = self.held.setdefault(message.partition, [])
+            if isinstance(record, SignalRecord):
+                heapq.heappush(queue, HeldSignal(record.key, record.seq, record, event))
+            else:
+                event.ack()
+            await self.release(queue, marks)
+
+    def advance(self, record: SignalRecord | Tick, partition: int) -> dict[int, Key]:
+        """Note how far the record's origin has got; return every origin's mark.
+
+        Each partition keeps its own marks, under a key written only while
+        that partition is processed, so they live in its changelog partition.
+        """
+        key = WATERMARKS % partition
+        raw = self.w.agents.get(key)
+        marks: dict[int, Key] = {}
+        if raw is not None:
+            marks = {int(o): (k[0], k[1], k[2]) for o, k in orjson.loads(raw).items()}
+        if record.key > marks.get(record.origin, FIRST):
+            marks[record.origin] = record.key
+            self.w.agents[key] = orjson.dumps({str(o): k for o, k in marks.items()})
+        return marks
+
+    async def release(self, queue: list[HeldSignal], marks: dict[int, Key]) -> None:
+        limit = min(marks.get(origin, FIRST) for origin in range(self.w.partitions))
+        while queue and queue[0].key <= limit:
+            item = heapq.heappop(queue)
+            await self.screen(item.record)
+            item.event.ack()
+
+    async def screen(self, record: SignalRecord) -> None:
+        signal = record.signal
+        key = signal.agent_id.encode()
+        raw = self.w.agents.get(key)
+        state = AgentState() if raw is None else decode_agent(raw)
+        decision = self.w.engine.screen_agent(state, signal)
+        if decision.applied:
+            await self.w.deliver(decision.alerts)
+            self.w.agents[key] = encode_agent(state)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,0 +1,175 @@
+"""Running `duanka worker` subprocesses against the test broker, and reading what they write."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from kafka import KafkaConsumer, TopicPartition
+
+from producers.simulator import World, iter_lines
+from rules.config import load_settings
+from rules.engine import Engine
+from rules.pseudonym import Pseudonymizer
+from rules.replay import replay
+from stream.broker import free_port
+
+KEY = "integration-test-key"
+TOPIC_NAMES = (
+    "sim_events",
+    "bank_events",
+    "watchlist",
+    "alerts",
+    "deadletter",
+    "identity_events",
+    "outlet_events",
+    "agent_signals",
+)
+
+
+@dataclass
+class WorkerRun:
+    """A worker's config (topics of its own) and, while it runs, its process."""
+
+    bootstrap: str
+    root: Path
+    partitions: int = 4
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    web_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.topics = {name: f"{name}-{self.run}" for name in TOPIC_NAMES}
+        self.config = self.root / "config.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "kafka": {"bootstrap": self.bootstrap},
+                    "topics": {**self.topics, "partitions": self.partitions},
+                    "pseudonym": {"key": KEY},
+                    "worker": {
+                        "app_id": f"duanka-test-{self.run}",
+                        "web_port": self.web_port,
+                        "data_dir": str(self.root / "data"),
+                    },
+                }
+            )
+        )
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DUANKA_")}
+        self.env["DUANKA_CONFIG"] = str(self.config)
+
+    @property
+    def log(self) -> Path:
+        return self.root / "worker.log"
+
+    def duanka(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "stream.cli", *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+    def create_topics(self) -> None:
+        self.duanka("topics", "create")
+
+    def start(self) -> None:
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"\n==== start {self.starts} ====\n".encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "worker"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"worker exited: {self.log.read_text(errors='replace')[-4000:]}")
+
+    def read(
+        self,
+        name: str,
+        until: Callable[[list[Any]], bool],
+        timeout: float = 120.0,
+        settle: float = 2.0,
+    ) -> list[Any]:
+        """A topic's records from the start, until `until` holds (then `settle` s more)."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        try:
+            topic = self.topics[name]
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while not until(records) and time.monotonic() < deadline:
+                self.check_alive()
+                for batch in consumer.poll(timeout_ms=500).values():
+                    records.extend(batch)
+            settled = time.monotonic() + settle
+            while time.monotonic() < settled:
+                for batch in consumer.poll(timeout_ms=200).values():
+                    records.extend(batch)
+            return records
+        finally:
+            consumer.close()
+
+
+def write_world(world: World, root: Path) -> tuple[Path, Path]:
+    events = root / "events.jsonl"
+    events.write_bytes(b"".join(line + b"\n" for line in iter_lines(world.events)))
+    watchlist = root / "watchlist.jsonl"
+    watchlist.write_bytes(b"".join(orjson.dumps(entry) + b"\n" for entry in world.watchlist))
+    return events, watchlist
+
+
+def replay_alerts(run: WorkerRun, events: Path, watchlist: Path) -> dict[str, dict[str, Any]]:
+    """What `duanka replay` gives for the same files and settings, by alert_id."""
+    settings = load_settings(run.config, environ={})
+    out = io.BytesIO()
+    replay(events, Engine(settings.rules), Pseudonymizer(KEY.encode()), out, watchlist=watchlist)
+    return by_alert_id(out.getvalue().splitlines())
+
+
+def by_alert_id(values: list[bytes]) -> dict[str, dict[str, Any]]:
+    """Alerts by id, without `detected_at` (the one field that depends on the clock)."""
+    alerts: dict[str, dict[str, Any]] = {}
+    for value in values:
+        alert = orjson.loads(value)
+        del alert["detected_at"]
+        previous = alerts.setdefault(alert["alert_id"], alert)
+        assert previous == alert, f"two different alerts share an id: {previous} / {alert}"
+    return alerts
