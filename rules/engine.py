@@ -83,8 +83,10 @@ class Engine:
             (settings.two_cards_combo, TwoCardsCombo(settings.two_cards_combo)),
         ]
         self.identity_rules = [rule for config, rule in candidates if config.enabled]
+        # History is kept for the longest identity window, enabled or not: it is
+        # also what recognises a repeated event, which must not depend on the rules on.
         self.identity_retention = max(
-            (getattr(rule.settings, "window_s", 0) for rule in self.identity_rules), default=0
+            getattr(rule.settings, "window_s", 0) for _, rule in candidates
         )
         self.surge = (
             OutletNonlocalSurge(settings.outlet_nonlocal_surge)
@@ -241,10 +243,12 @@ class Screening:
     def screen(self, event: PseudonymousEvent) -> list[Alert]:
         """Alerts for one event: its identity's, then its agent's, then its outlet's."""
         engine = self.engine
-        identity = self.identities.get(event.subject_key)
-        if identity is None:
-            identity = self.identities[event.subject_key] = IdentityState()
-        alerts = list(engine.screen_identity(identity, event).alerts)
+        alerts: list[Alert] = []
+        if event.event_type in IDENTITY_TYPES:
+            identity = self.identities.get(event.subject_key)
+            if identity is None:
+                identity = self.identities[event.subject_key] = IdentityState()
+            alerts += engine.screen_identity(identity, event).alerts
         for signal in engine.agent_signals(event, alerts):
             agent = self.agents.get(signal.agent_id)
             if agent is None:

@@ -24,7 +24,6 @@ from rules.idnumber import (
     RESIDENT_ID,
     id_number_problem,
     normalise_id_number,
-    resident_id_problem,
 )
 from rules.state import WatchEntry
 
@@ -81,7 +80,9 @@ def parse_watch(raw: bytes) -> WatchRecord:
 def watch_identity(id_number: str, id_type: object = None) -> tuple[str, str]:
     """The identity a watchlist record names: its id type (inferred if not given) and number."""
     if id_type is None or id_type == "":
-        id_type = RESIDENT_ID if resident_id_problem(id_number) is None else OTHER_ID
+        # 17 digits and a check character can only be meant as a resident id:
+        # a typo in one must be reported, not read as some other document
+        id_type = RESIDENT_ID if _looks_resident(id_number) else OTHER_ID
     elif id_type not in (RESIDENT_ID, OTHER_ID):
         raise InvalidWatch("id_type", f"unknown value {str(id_type)[:40]!r}")
     assert isinstance(id_type, str)
@@ -89,6 +90,10 @@ def watch_identity(id_number: str, id_type: object = None) -> tuple[str, str]:
     if problem is not None:
         raise InvalidWatch("id_number", problem)
     return id_type, normalise_id_number(id_type, id_number)
+
+
+def _looks_resident(id_number: str) -> bool:
+    return len(id_number) == 18 and id_number[:17].isdigit() and id_number[17] in "0123456789Xx"
 
 
 def watch_from_fields(obj: dict[str, Any]) -> WatchRecord:

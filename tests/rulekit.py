@@ -29,8 +29,6 @@ from rules.idnumber import check_digit
 from rules.pseudonym import Pseudonymizer, mask_id
 from rules.state import encode_agent, encode_identity, encode_outlet
 
-__all__ = ["DROP"]
-
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=CST)
 DETECTED = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)

@@ -317,13 +317,19 @@ def test_monthly_limit_counts_nonlocal_sims_in_the_same_province_at_other_outlet
     assert alert.evidence == evidence(*events)
 
 
-def test_monthly_limit_alone_keeps_30_days_of_history() -> None:
+def test_history_is_kept_for_the_longest_identity_window_even_of_a_disabled_rule() -> None:
+    # it also recognises repeated events, which must not depend on which rules are on
     s = screening(only(MONTHLY))
     first, second = ev(0 * DAY, id=NONLOCAL), ev(10 * DAY, id=NONLOCAL)
     run(s, [first, second])
-    later = ev(40 * DAY, id=NONLOCAL)  # second is exactly 30 days before: kept
+    later = ev(40 * DAY, id=NONLOCAL)  # second is exactly 30 days before: counted
     assert ids(run(s, [later])) == fired_on(MONTHLY, later)
-    assert [m.event_id for m in identity(s, NONLOCAL).marks] == [second.event_id, later.event_id]
+    marks = [m.event_id for m in identity(s, NONLOCAL).marks]
+    assert marks == [first.event_id, second.event_id, later.event_id]
+    assert run(s, [first]) == []  # a repeat 40 days on is still known
+    beyond = ev(406 * DAY, id=NONLOCAL)  # past 365 days (sim_churn's window, though off)
+    run(s, [beyond])
+    assert [m.event_id for m in identity(s, NONLOCAL).marks] == [beyond.event_id]
 
 
 # ---------------------------------------------------------------- sim_nonlocal_not_in_person
@@ -562,14 +568,17 @@ def test_bank_multi_open_state_keeps_a_running_cooldown_and_drops_old_marks() ->
     state = identity(s, LOCAL)
     until = (T0 + 9 * DAY).timestamp()
     assert state.cooldowns == {BANKS: until}
-    later = bank(8 * DAY + SECOND, "BOC-GS")  # 7 days retention: the first two are gone
+    later = bank(8 * DAY + SECOND, "BOC-GS")  # the first two are out of the 7-day window
     assert run(s, [later]) == []
-    assert [m.event_id for m in state.marks] == [opens[2].event_id, later.event_id]
     assert state.cooldowns == {BANKS: until}  # still running
     last = bank(9 * DAY, "BOC-GS")  # two banks in 7 days: no alert; the cooldown has ended
     assert run(s, [last]) == []
     assert state.cooldowns == {}
-    assert [m.event_id for m in state.marks] == [e.event_id for e in (opens[2], later, last)]
+    # marks stay for the longest identity window (sim_churn's 365 days), then go
+    assert [m.event_id for m in state.marks] == [e.event_id for e in (*opens, later, last)]
+    gone = bank(400 * DAY, "BOC-GS")
+    run(s, [gone])
+    assert [m.event_id for m in state.marks] == [gone.event_id]
 
 
 # ---------------------------------------------------------------- two_cards_combo

@@ -66,8 +66,6 @@ def test_the_contract_example_parses() -> None:
         ({"id_number": "E12345678", "id_type": "other"}, "other", "E12345678"),
         ({"id_type": "other"}, "other", RESIDENT),  # said so: a permit with 18 characters
         ({"id_type": ""}, "resident_id", RESIDENT),  # empty: inferred
-        # not a valid resident id, so taken as another kind of document
-        ({"id_number": BAD_CHECK}, "other", BAD_CHECK),
     ],
 )
 def test_id_type_is_inferred_unless_given(
@@ -249,3 +247,9 @@ def test_csv_with_schema_and_id_type_columns(tmp_path: Path) -> None:
     ]
     assert [line.record.id_type for line in lines[:2] if line.record] == ["other", "resident_id"]
     assert orjson.loads(lines[2].raw)["schema"] == "duanka.watch/9"
+
+
+def test_a_mistyped_resident_id_is_reported_not_taken_for_another_document() -> None:
+    with pytest.raises(InvalidWatch) as caught:
+        parse_watch(record(id_number=BAD_CHECK))
+    assert (caught.value.field, caught.value.reason) == ("id_number", "bad check digit")
