@@ -26,7 +26,7 @@ import orjson
 from producers.simulator import Simulator, iter_lines
 
 RESULTS = Path(__file__).parent / "results"
-EVENTS_PER_PERSON = 1.6  # what the simulator's ordinary people average
+EVENTS_PER_PERSON = 1.45  # what the simulator's ordinary people average
 
 
 def generate(path: Path, events: int, days: int) -> tuple[int, float, int]:

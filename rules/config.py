@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class WorkerSettings:
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+@cache
 def parse_duration(text: str) -> int:
     """Seconds in a duration written as a number and a unit: `90s`, `60m`, `48h`, `365d`."""
     number, unit = text[:-1], text[-1:]

@@ -64,6 +64,7 @@ class Engine:
     def __init__(self, settings: RuleSettings, clock: Clock = utc_now) -> None:
         self.settings = settings
         self.clock = clock
+        self._last: tuple[PseudonymousEvent, float, str] | None = None
         candidates: list[tuple[RuleConfig, IdentityRule]] = [
             (settings.sim_churn, SimChurn(settings.sim_churn)),
             (
@@ -104,16 +105,24 @@ class Engine:
             AgentFlagRate(settings.agent_flag_rate) if settings.agent_flag_rate.enabled else None
         )
 
+    def _stamp(self, event: PseudonymousEvent) -> tuple[float, str]:
+        """The event's time as a number and as text, worked out once per event."""
+        last = self._last
+        if last is not None and last[0] is event:
+            return last[1], last[2]
+        ts, iso = event.occurred_at.timestamp(), event.occurred_at.isoformat()
+        self._last = (event, ts, iso)
+        return ts, iso
+
     # -- identities
 
     def screen_identity(self, state: IdentityState, event: PseudonymousEvent) -> Decision:
         """Apply an event to its identity's state and evaluate the identity rules."""
-        if event.event_type not in IDENTITY_TYPES or event_key(event) in state.history.seen:
+        if event.event_type not in IDENTITY_TYPES or state.history.has(event_key(event)):
             return Decision(applied=False)
-        ts = event.occurred_at.timestamp()
-        state.history.add(Mark.of(event, ts))
+        ts, iso = self._stamp(event)
+        state.history.add(Mark.of(event, ts, iso))
         decision = Decision(applied=True)
-        detected_at = self.clock()
         for rule in self.identity_rules:
             if event.event_type not in rule.triggers or _cooling(state.cooldowns, rule.rule_id, ts):
                 continue
@@ -121,7 +130,7 @@ class Engine:
             if finding is None:
                 continue
             decision.alerts.append(
-                identity_alert(rule.rule_id, rule.settings, event, finding, detected_at)
+                identity_alert(rule.rule_id, rule.settings, event, finding, self.clock())
             )
             _cool(state.cooldowns, rule.rule_id, ts, rule.settings.cooldown_s)
         state.history.prune(state.history.latest - self.identity_retention)
@@ -144,18 +153,17 @@ class Engine:
 
     def screen_outlet(self, state: OutletState, event: PseudonymousEvent) -> Decision:
         """Apply an opening to its outlet's state and evaluate the outlet rules."""
-        if not self.screens_outlet(event) or event_key(event) in state.openings.seen:
+        if not self.screens_outlet(event) or state.openings.has(event_key(event)):
             return Decision(applied=False)
-        ts = event.occurred_at.timestamp()
-        state.openings.add(Opening.of(event, ts))
+        ts, iso = self._stamp(event)
+        state.openings.add(Opening.of(event, ts, iso))
         decision = Decision(applied=True)
-        detected_at = self.clock()
         surge = self.surge
         if surge is not None and not _cooling(state.cooldowns, surge.rule_id, ts):
             finding = surge.evaluate(event, ts, state)
             if finding is not None:
                 decision.alerts.append(
-                    outlet_alert(surge.rule_id, surge.settings, event, finding, detected_at)
+                    outlet_alert(surge.rule_id, surge.settings, event, finding, self.clock())
                 )
                 _cool(state.cooldowns, surge.rule_id, ts, surge.settings.cooldown_s)
         gang = self.gang
@@ -167,7 +175,7 @@ class Engine:
             finding = gang.evaluate(event, ts, state, link)
             if finding is not None:
                 decision.alerts.append(
-                    outlet_alert(gang.rule_id, gang.settings, event, finding, detected_at)
+                    outlet_alert(gang.rule_id, gang.settings, event, finding, self.clock())
                 )
                 _cool(state.cooldowns, cooldown, ts, gang.settings.cooldown_s)
         state.openings.prune(state.openings.latest - self.outlet_retention)
@@ -180,7 +188,7 @@ class Engine:
         """What the identity alerts on an event tell about the agent who handled it."""
         if self.agent_rule is None or not event.agent_id:
             return []
-        ts = event.occurred_at.timestamp()
+        ts, _ = self._stamp(event)
         return [
             AgentSignal(
                 event.agent_id,
@@ -196,7 +204,7 @@ class Engine:
 
     def screen_agent(self, state: AgentState, signal: AgentSignal) -> Decision:
         rule = self.agent_rule
-        if rule is None or signal.alert_id in state.flags.seen:
+        if rule is None or state.flags.has(signal.alert_id):
             return Decision(applied=False)
         # Several identity alerts on one event are one more event for the agent, and
         # the agent's alert id is the event's: evaluate on its first signal only.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from datetime import date
+from sys import intern
 from typing import Any
 
 import orjson
@@ -40,14 +41,15 @@ class Mark:
     is_nonlocal: bool
 
     @classmethod
-    def of(cls, event: PseudonymousEvent, ts: float) -> Mark:
+    def of(cls, event: PseudonymousEvent, ts: float, iso: str | None = None) -> Mark:
+        # the few distinct values are interned: a year of history holds many marks
         return cls(
             ts,
-            event.source,
+            intern(event.source),
             event.event_id,
-            event.event_type,
-            event.occurred_at.isoformat(),
-            event.outlet_province,
+            intern(event.event_type),
+            iso or event.occurred_at.isoformat(),
+            intern(event.outlet_province),
             event.is_nonlocal,
         )
 
@@ -87,20 +89,38 @@ class WatchEntry:
         return False
 
 
+SMALL = 8  # a window this short is searched for a key; a longer one keeps an index
+
+
 @dataclass(slots=True)
 class Window:
-    """Events in time order with the keys already seen: the common part of every state."""
+    """Events in time order, and which keys it holds: the common part of every state.
+
+    Most subjects have a handful of events, so the index of keys (for telling
+    a repeated event) is only built once a window grows past SMALL items.
+    """
 
     items: list[Any] = field(default_factory=list)
     latest: float = NEVER
-    seen: set[str] = field(default_factory=set)
+    index: set[str] | None = None
+
+    def has(self, key: str) -> bool:
+        if self.index is not None:
+            return key in self.index
+        return any(item.key == key for item in self.items)
+
+    def keys(self) -> set[str]:
+        return {item.key for item in self.items}
 
     def add(self, item: Any) -> None:
         if not self.items or not item < self.items[-1]:
             self.items.append(item)
         else:
             insort(self.items, item)
-        self.seen.add(item.key)
+        if self.index is not None:
+            self.index.add(item.key)
+        elif len(self.items) > SMALL:
+            self.index = self.keys()
         self.latest = max(self.latest, item.ts)
 
     def since(self, start: float, end: float) -> list[Any]:
@@ -118,9 +138,12 @@ class Window:
         """Forget items older than `horizon`, and their keys."""
         cut = bisect_left(self.items, horizon, key=lambda item: item.ts)
         if cut:
-            for item in self.items[:cut]:
-                self.seen.discard(item.key)
+            if self.index is not None:
+                for item in self.items[:cut]:
+                    self.index.discard(item.key)
             del self.items[:cut]
+            if self.index is not None and len(self.items) <= SMALL:
+                self.index = None
 
 
 @dataclass(slots=True)
@@ -151,14 +174,14 @@ class Opening:
     address_key: str | None
 
     @classmethod
-    def of(cls, event: PseudonymousEvent, ts: float) -> Opening:
+    def of(cls, event: PseudonymousEvent, ts: float, iso: str | None = None) -> Opening:
         delivery = event.delivery
         return cls(
             ts,
-            event.source,
+            intern(event.source),
             event.event_id,
-            event.event_type,
-            event.occurred_at.isoformat(),
+            intern(event.event_type),
+            iso or event.occurred_at.isoformat(),
             event.subject_key,
             event.is_nonlocal,
             event.id_prefecture,
@@ -347,4 +370,7 @@ def decode_signal(raw: bytes) -> AgentSignal:
 
 
 def _window(items: list[Any], latest: float | None) -> Window:
-    return Window(items, NEVER if latest is None else latest, {item.key for item in items})
+    window = Window(items, NEVER if latest is None else latest)
+    if len(items) > SMALL:
+        window.index = window.keys()
+    return window

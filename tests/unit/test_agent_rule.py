@@ -176,7 +176,7 @@ def test_agent_state_forgets_flags_older_than_30_days_and_ended_cooldowns() -> N
     last = flagged(60 * DAY, 12)
     assert run(s, [last], RULE) == []
     assert [f.evidence for f in state.flags.items] == list(evidence(later, last))
-    assert state.flags.seen == {f.alert_id for f in state.flags.items}
+    assert state.flags.keys() == {f.alert_id for f in state.flags.items}
     assert state.cooldowns == {}
 
 

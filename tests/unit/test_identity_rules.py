@@ -148,7 +148,7 @@ def test_churn_state_is_pruned_to_365_days_and_its_cooldown_dropped() -> None:
     later = ev(1 * DAY + 365 * DAY)  # c2 is exactly 365 days before it: kept
     assert run(s, [later], CHURN) == []
     assert [m.event_id for m in state.marks] == [c2.event_id, c3.event_id, later.event_id]
-    assert state.history.seen == {event_key(c2), event_key(c3), event_key(later)}
+    assert state.history.keys() == {event_key(c2), event_key(c3), event_key(later)}
     assert state.history.latest == later.occurred_at.timestamp()
     assert state.cooldowns == {}
     # c2 and c3 still count, c1 is forgotten: three cancellations, not four
@@ -693,7 +693,7 @@ def test_identity_state_forgets_events_older_than_365_days_of_every_kind() -> No
     run(s, [far])
     kept = [old[3], old[4], old[5], far]  # exactly 365 days old is kept
     assert [m.event_id for m in state.marks] == [e.event_id for e in kept]
-    assert state.history.seen == {event_key(e) for e in kept}
+    assert state.history.keys() == {event_key(e) for e in kept}
     assert state.cooldowns == {}
     assert state.watch == entry("all")  # the watch entry is not history
 

@@ -174,7 +174,7 @@ def test_outlet_state_forgets_openings_older_than_24_hours_and_ended_cooldowns()
     later = ev(36 * HOUR, id=local_id(2))  # `middle` is exactly 24 hours before it: kept
     assert run(s, [later]) == []
     assert [o.event_id for o in state.openings.items] == [middle.event_id, later.event_id]
-    assert state.openings.seen == {event_key(middle), event_key(later)}
+    assert state.openings.keys() == {event_key(middle), event_key(later)}
     assert state.cooldowns == {}
 
 

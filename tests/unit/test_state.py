@@ -36,7 +36,9 @@ from rules.engine import Screening
 from rules.event import PseudonymousEvent
 from rules.state import (
     NEVER,
+    SMALL,
     AgentState,
+    Flag,
     IdentityState,
     Mark,
     OutletState,
@@ -85,7 +87,7 @@ def test_window_keeps_items_in_order_whatever_order_they_come_in() -> None:
         (9, "S", "d"),
     ]
     assert w.latest == 9
-    assert w.seen == {"R\x1fa", "S\x1fa", "S\x1fb", "S\x1fc", "S\x1fd"}
+    assert w.keys() == {"R\x1fa", "S\x1fa", "S\x1fb", "S\x1fc", "S\x1fd"}
 
 
 def test_window_since_includes_both_ends_and_prune_keeps_the_horizon() -> None:
@@ -95,7 +97,7 @@ def test_window_since_includes_both_ends_and_prune_keeps_the_horizon() -> None:
     assert [m.ts for m in w.since(2, 4)] == [2, 3, 4]
     w.prune(3)
     assert [m.ts for m in w.items] == [3, 4, 5]
-    assert w.seen == {"S\x1f3", "S\x1f4", "S\x1f5"}
+    assert w.keys() == {"S\x1f3", "S\x1f4", "S\x1f5"}
     assert w.latest == 5
 
 
@@ -120,7 +122,7 @@ def test_window_since_and_prune_are_filters(
     w.prune(horizon)
     kept = [o for o in ordered if o[0] >= horizon]
     assert [(m.ts, m.event_id) for m in w.items] == kept
-    assert w.seen == {f"S\x1f{event_id}" for _, event_id in kept}
+    assert w.keys() == {f"S\x1f{event_id}" for _, event_id in kept}
 
 
 def test_expire_cooldowns_drops_the_ended_ones() -> None:
@@ -346,3 +348,21 @@ def test_screening_the_same_events_again_changes_nothing(
     before = states(s)
     assert play(s, ops) == []
     assert states(s) == before
+
+
+def test_a_long_window_indexes_its_keys_and_a_pruned_one_drops_the_index() -> None:
+    w = Window()
+    flags = [
+        Flag(float(n), f"k:{n}", f"alert-{n}", Evidence(str(n), "S", "x", "t")) for n in range(20)
+    ]
+    for flag in flags[:SMALL]:
+        w.add(flag)
+    assert w.index is None and w.has("alert-3") and not w.has("alert-19")
+    for flag in flags[SMALL:]:
+        w.add(flag)
+    assert w.index == {f.alert_id for f in flags}
+    assert w.has("alert-19") and not w.has("alert-99")
+    w.prune(15.0)  # 5 left
+    assert w.index is None
+    assert w.has("alert-15") and not w.has("alert-14")
+    assert decode_agent(encode_agent(AgentState(w))).flags.has("alert-19")
