@@ -221,7 +221,9 @@ class Simulator:
 
     def watchlisted(self, scope: str) -> None:
         who = self.person()
-        self.world.watchlist.append(self._watch(who, scope, self.start.date() - timedelta(days=90)))
+        self.world.watchlist.append(
+            self.watch_entry(who, scope, self.start.date() - timedelta(days=90))
+        )
         kind = "bank.open" if scope == "bank" else "sim.activate"
         event = self.emit(kind, who, self.when())
         self.case(f"watchlisted ({scope})", "watchlist_hit", "identity", who, event)
@@ -229,12 +231,12 @@ class Simulator:
     def watchlist_expired(self) -> None:
         """A look-alike: an entry that ended before the person's opening."""
         who = self.person()
-        entry = self._watch(who, "all", self.start.date() - timedelta(days=900))
+        entry = self.watch_entry(who, "all", self.start.date() - timedelta(days=900))
         entry["until"] = (self.start.date() - timedelta(days=1)).isoformat()
         self.world.watchlist.append(entry)
         self.emit("sim.activate", who, self.when())
 
-    def _watch(self, who: str, scope: str, since: date) -> Event:
+    def watch_entry(self, who: str, scope: str, since: date) -> Event:
         return {
             "schema": "duanka.watch/1",
             "id_number": who,

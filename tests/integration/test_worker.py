@@ -188,6 +188,7 @@ MALFORMED: list[tuple[bytes | None, str, str]] = [
 class Worker:
     config: Path
     web_port: int
+    app_id: str
     topics: dict[str, str]
     bootstrap: str
     process: subprocess.Popen[bytes]
@@ -244,7 +245,9 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             env=env,
         )
     try:
-        yield Worker(config, web_port, topics, kafka_bootstrap, process, log, env)
+        yield Worker(
+            config, web_port, f"duanka-test-{run}", topics, kafka_bootstrap, process, log, env
+        )
     finally:
         process.terminate()
         try:
@@ -345,7 +348,13 @@ def test_bad_records_are_dead_lettered_and_good_ones_alert(worker: Worker, tmp_p
         for name in ("identity_events", "outlet_events", "agent_signals")
         for record in read_all(worker.bootstrap, worker.topics[name], 0)
     ]
-    for record in internal:
+    changelogs = {
+        table: read_all(worker.bootstrap, f"{worker.app_id}-{table}-changelog", 0)
+        for table in ("identity-state", "outlet-state", "agent-state")
+    }
+    assert len(changelogs["identity-state"]) >= 2  # both people's state was written
+    assert changelogs["outlet-state"]  # OK-5 and OK-1 opened at a counter
+    for record in internal + [r for records in changelogs.values() for r in records]:
         for number in (LOCAL, NONLOCAL):
             assert number.encode() not in record.value
             assert number.encode() not in (record.key or b"")
