@@ -257,7 +257,6 @@ def _evidence_row(e: Evidence) -> list[str]:
 
 
 def encode_identity(state: IdentityState) -> bytes:
-    watch = state.watch
     return orjson.dumps(
         {
             "m": [
@@ -274,32 +273,29 @@ def encode_identity(state: IdentityState) -> bytes:
             ],
             "t": state.history.latest if state.history.items else None,
             "c": state.cooldowns,
-            "w": None
-            if watch is None
-            else [
-                watch.scope,
-                watch.since.isoformat(),
-                watch.until.isoformat(),
-                watch.list,
-                watch.reason,
-            ],
+            "w": watch_row(state.watch),
         }
     )
+
+
+def watch_row(entry: WatchEntry | None) -> list[str] | None:
+    """A watchlist entry as a JSON array (None stays None)."""
+    if entry is None:
+        return None
+    return [entry.scope, entry.since.isoformat(), entry.until.isoformat(), entry.list, entry.reason]
+
+
+def watch_from_row(row: list[str] | None) -> WatchEntry | None:
+    if row is None:
+        return None
+    scope, since, until, name, reason = row
+    return WatchEntry(scope, date.fromisoformat(since), date.fromisoformat(until), name, reason)
 
 
 def decode_identity(raw: bytes) -> IdentityState:
     obj = orjson.loads(raw)
     marks = [Mark(*row) for row in obj["m"]]
-    watch = obj["w"]
-    return IdentityState(
-        history=_window(marks, obj["t"]),
-        cooldowns=obj["c"],
-        watch=None
-        if watch is None
-        else WatchEntry(
-            watch[0], date.fromisoformat(watch[1]), date.fromisoformat(watch[2]), watch[3], watch[4]
-        ),
-    )
+    return IdentityState(_window(marks, obj["t"]), obj["c"], watch_from_row(obj["w"]))
 
 
 def encode_outlet(state: OutletState) -> bytes:

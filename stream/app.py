@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 
@@ -33,6 +34,7 @@ from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger("duanka.worker")
+T = TypeVar("T")
 
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -124,6 +126,14 @@ class Wiring:
                 message.topic, message.partition, message.offset, error, message.value
             ),
         )
+
+    async def decode(self, message: Any, decode: Callable[[bytes], T]) -> T | None:
+        """An internal record, or None after dead-lettering one that cannot be read."""
+        try:
+            return decode(message.value or b"")
+        except (ValueError, InvalidRecord) as error:
+            await self.reject(message, InvalidRecord("record", str(error)))
+            return None
 
     async def deliver(self, alerts: list[Alert]) -> None:
         """Send alerts and wait until Kafka has them: only then may state record their event."""

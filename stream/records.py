@@ -12,13 +12,19 @@ identity partitions back into event-time order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import orjson
 
 from rules.event import PseudonymousEvent, decode_pseudonymous, encode_pseudonymous
-from rules.state import AgentSignal, WatchEntry, decode_signal, encode_signal
+from rules.state import (
+    AgentSignal,
+    WatchEntry,
+    decode_signal,
+    encode_signal,
+    watch_from_row,
+    watch_row,
+)
 from stream.ordering import Key
 
 
@@ -56,19 +62,7 @@ def encode_identity_record(record: IdentityRecord) -> bytes:
     if isinstance(record, PseudonymousEvent):
         return b"E" + encode_pseudonymous(record)
     if isinstance(record, WatchUpdate):
-        entry = record.entry
-        fields = (
-            None
-            if entry is None
-            else [
-                entry.scope,
-                entry.since.isoformat(),
-                entry.until.isoformat(),
-                entry.list,
-                entry.reason,
-            ]
-        )
-        return b"W" + orjson.dumps([record.subject_key, fields])
+        return b"W" + orjson.dumps([record.subject_key, watch_row(record.entry)])
     return b"T" + orjson.dumps(list(record.key))
 
 
@@ -77,19 +71,8 @@ def decode_identity_record(raw: bytes) -> IdentityRecord:
     if kind == b"E":
         return decode_pseudonymous(body)
     if kind == b"W":
-        subject_key, fields = orjson.loads(body)
-        entry = (
-            None
-            if fields is None
-            else WatchEntry(
-                fields[0],
-                date.fromisoformat(fields[1]),
-                date.fromisoformat(fields[2]),
-                fields[3],
-                fields[4],
-            )
-        )
-        return WatchUpdate(subject_key, entry)
+        subject_key, row = orjson.loads(body)
+        return WatchUpdate(subject_key, watch_from_row(row))
     if kind == b"T":
         return Tick(_key(orjson.loads(body)))
     raise ValueError(f"not an identity record: {raw[:16]!r}")

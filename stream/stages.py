@@ -155,10 +155,8 @@ class IdentityStage:
     async def run(self, stream: StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                record = decode_identity_record(message.value or b"")
-            except ValueError as error:
-                await self.w.reject(message, InvalidRecord("record", str(error)))
+            record = await self.w.decode(message, decode_identity_record)
+            if record is None:
                 continue
             if isinstance(record, Tick):
                 await self.pass_tick(record, message.partition)
@@ -204,11 +202,7 @@ class OutletStage:
     async def run(self, stream: StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                record = decode_identity_record(message.value or b"")
-            except ValueError as error:
-                await self.w.reject(message, InvalidRecord("record", str(error)))
-                continue
+            record = await self.w.decode(message, decode_identity_record)
             if isinstance(record, PseudonymousEvent):
                 await self.screen(message.key, record)
 
@@ -244,10 +238,8 @@ class AgentStage:
     async def run(self, stream: StreamT) -> None:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
-            try:
-                record = decode_agent_record(message.value or b"")
-            except ValueError as error:
-                await self.w.reject(message, InvalidRecord("record", str(error)))
+            record = await self.w.decode(message, decode_agent_record)
+            if record is None:
                 event.ack()
                 continue
             marks = self.advance(record, message.partition)

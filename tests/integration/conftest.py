@@ -21,6 +21,7 @@ from types import FrameType
 
 import pytest
 from kafka.admin import KafkaAdminClient
+from workerkit import WorkerRun
 
 from stream import broker
 
@@ -106,3 +107,12 @@ def topic_factory(kafka_admin: KafkaAdminClient) -> TopicFactory:
         return name
 
     return create
+
+
+@pytest.fixture
+def worker_run(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerRun]:
+    """A worker's config with topics of its own, created; the worker is stopped afterwards."""
+    run = WorkerRun(kafka_bootstrap, tmp_path)
+    run.create_topics()
+    yield run
+    run.stop()

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import yaml
+from workerkit import TOPIC_NAMES
 
 from stream.broker import free_port
 
@@ -21,19 +22,7 @@ def test_demo_shows_every_expected_alert_and_dead_letter(
     config.write_text(
         yaml.safe_dump(
             {
-                "topics": {
-                    name: f"{name}-{run}"
-                    for name in (
-                        "sim_events",
-                        "bank_events",
-                        "watchlist",
-                        "alerts",
-                        "deadletter",
-                        "identity_events",
-                        "outlet_events",
-                        "agent_signals",
-                    )
-                },
+                "topics": {name: f"{name}-{run}" for name in TOPIC_NAMES},
                 "worker": {"app_id": f"demo-{run}", "web_port": free_port()},
             }
         )

@@ -9,7 +9,6 @@ speeds it reads its partitions.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,8 @@ RULES = {
 
 
 @pytest.fixture
-def run(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerRun]:
-    run = WorkerRun(kafka_bootstrap, tmp_path)
-    run.create_topics()
-    yield run
-    run.stop()
+def run(worker_run: WorkerRun) -> WorkerRun:
+    return worker_run
 
 
 def distinct(records: list[Any]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -13,11 +12,8 @@ from producers.simulator import Simulator, iter_lines
 
 
 @pytest.fixture
-def run(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerRun]:
-    run = WorkerRun(kafka_bootstrap, tmp_path)
-    run.create_topics()
-    yield run
-    run.stop()
+def run(worker_run: WorkerRun) -> WorkerRun:
+    return worker_run
 
 
 def test_entries_load_and_removals_take_effect(run: WorkerRun, tmp_path: Path) -> None:
