@@ -165,3 +165,18 @@ def states(s: Screening) -> dict[str, bytes]:
     encoded |= {f"o/{k}": encode_outlet(v) for k, v in s.outlets.items()}
     encoded |= {f"a/{k}": encode_agent(v) for k, v in s.agents.items()}
     return encoded
+
+
+# the contract's ten rules, written out here rather than read from the code
+ALL_RULES = {
+    "sim_churn",
+    "sim_mail_out_of_province",
+    "sim_nonlocal_monthly_limit",
+    "sim_nonlocal_not_in_person",
+    "watchlist_hit",
+    "bank_multi_open",
+    "two_cards_combo",
+    "outlet_nonlocal_surge",
+    "gang_batch_open",
+    "agent_flag_rate",
+}

@@ -15,6 +15,7 @@ import hypothesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rulekit import (
+    ALL_RULES,
     BEIJING,
     DAY,
     GANSU,
@@ -54,19 +55,6 @@ from rules.state import (
     encode_signal,
     expire_cooldowns,
 )
-
-ALL_RULES = {
-    "sim_churn",
-    "sim_mail_out_of_province",
-    "sim_nonlocal_monthly_limit",
-    "sim_nonlocal_not_in_person",
-    "watchlist_hit",
-    "bank_multi_open",
-    "two_cards_combo",
-    "outlet_nonlocal_surge",
-    "gang_batch_open",
-    "agent_flag_rate",
-}
 
 # ---------------------------------------------------------------- Window
 
