@@ -8,8 +8,9 @@ partition and in order.
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,16 +118,43 @@ def make_producer(bootstrap: str) -> KafkaProducer:
         raise ProduceError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
 
 
+class Pacer:
+    """Holds a sender to `rate` records a second (no limit if None or 0)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.started = time.monotonic()
+        self.count = 0
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        self.count += 1
+        ahead = self.started + self.count * self.interval - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+
+
 def produce_file(
-    path: Path, settings: Settings, topic: str | None = None, progress: bool = True
+    path: Path,
+    settings: Settings,
+    topic: str | None = None,
+    progress: bool = True,
+    rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
 ) -> ProduceSummary:
-    """Send every line of `path`; raise ProduceError if any record was not acknowledged."""
+    """Send every line of `path`; raise ProduceError if any record was not acknowledged.
+
+    With `rate`, at most that many records a second; `on_sent` is told the
+    running count after each record is handed to the producer.
+    """
     if not path.is_file():
         raise ProduceError(f"{path}: no such file")
     total = check_routable(path, settings, topic)
     producer = make_producer(settings.bootstrap)
     summary = ProduceSummary()
     failures: list[str] = []
+    pacer = Pacer(rate)
     try:
         with tqdm(total=total, unit=" events", disable=not progress, file=sys.stderr) as bar:
             for line in read_lines(path):
@@ -136,6 +164,9 @@ def produce_file(
                 future.add_errback(lambda exc, n=line.number: failures.append(f"line {n}: {exc}"))
                 summary.sent[target] += 1
                 bar.update(1)
+                if on_sent is not None:
+                    on_sent(summary.total)
+                pacer.wait()
             producer.flush()
     finally:
         producer.close()

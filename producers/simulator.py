@@ -1,44 +1,110 @@
 """A province in a box: carriers' and banks' openings, with labelled fraud.
 
-The simulator writes what a province's carriers and banks would send: SIM
-activations and cancellations, account openings and closings, from counters,
-dealers and online channels, over a period, by people from the province and
-from elsewhere. Into that ordinary business it injects labelled cases of
-every pattern the rules look for, each with the events that should trigger
-it. Ordinary people are scripted so that they do not look like fraud: one
-SIM, perhaps an account, a cancellation at most, non-local people at the
-counter in person. Seeded: the same seed gives the same files.
+The simulator writes what a province's carriers, banks and payment
+institutions would send: SIM activations and cancellations, account openings
+and closings, at business halls, bank branches, dealers and online, over a
+period, by people from the province and from everywhere else. Into that
+ordinary business it injects labelled cases of every pattern the rules look
+for, and look-alikes: people and outlets that come close to a rule without
+meeting it, which must not alert. Each case lists its events, so an alert can
+be matched to the case it found (see `producers.evaluate`).
+
+Seeded: the same arguments give the same events, byte for byte. Times are
+kept as whole seconds from the start of the period and formatted from
+tables, which keeps a million events to seconds of work.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
+from random import Random
 from typing import Any
 
-from rules.idnumber import check_digit
+import orjson
 
-CST = timezone(timedelta(hours=8))
+from rules.idnumber import check_digit
+from rules.pseudonym import mask_id
+
 CARRIERS = ("CMCC", "CUCC", "CTCC")
-BANKS = ("ICBC", "ABC", "BOC", "CCB", "PSBC")
+BANKS = ("ICBC", "ABC", "BOC", "CCB", "PSBC", "BOCOM", "CMB")
 PAYMENT = ("ALIPAY", "WECHATPAY")
-# where non-local customers come from, roughly
-HOME_PROVINCES = ("51", "61", "64", "63", "65", "41", "50", "53", "45", "44")
+# where non-local customers come from: migrant workers' home provinces first
+HOME_PROVINCES = (
+    ("51", 12),
+    ("41", 10),
+    ("61", 8),
+    ("50", 6),
+    ("64", 6),
+    ("63", 5),
+    ("65", 5),
+    ("42", 5),
+    ("43", 5),
+    ("53", 4),
+    ("45", 4),
+    ("44", 4),
+    ("34", 4),
+    ("37", 3),
+    ("13", 3),
+    ("14", 3),
+    ("36", 2),
+    ("52", 2),
+    ("32", 2),
+    ("33", 2),
+    ("15", 2),
+    ("22", 1),
+    ("23", 1),
+    ("21", 1),
+    ("11", 1),
+    ("31", 1),
+    ("35", 1),
+    ("46", 1),
+    ("12", 1),
+    ("54", 1),
+)
+HOTSPOTS = ("530102", "450102")  # Kunming and Nanning: frequent destinations of mailed cards
+ELSEWHERE = ("510104", "440106", "330106", "610113", "420102")
+DAY = 86_400
+OPENING = 8 * 3600  # outlets open 08:00 to 20:00
+HOURS = 12 * 3600
+# openers per outlet per day that ordinary business aims at, when the outlets are not given
+OPENERS_PER_OUTLET_DAY = 8
+TRUTH_SCHEMA = "duanka.case/1"
+MIN_CASE_DAYS = 10  # some cases span a week
 
 Event = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """A labelled scenario: which rule should fire, on whom, on which events."""
+    """A labelled scenario: the rule it is about, its subject, and every event in it.
 
+    `expected` cases must alert under `rule_id`; look-alikes (expected False)
+    come close to it and must not. An alert belongs to a case when its rule is
+    the case's and its evidence shares an event with the case.
+    """
+
+    case_id: str
     label: str
     rule_id: str
+    expected: bool
     subject_kind: str  # identity, outlet or agent
-    subject: str  # an id number, an outlet_id or an agent_id
-    triggers: tuple[str, ...]  # "source/event_id" of the events that should alert
+    subject: str  # a masked id number, an outlet_id or an agent_id
+    events: tuple[str, ...]  # "source/event_id"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": TRUTH_SCHEMA,
+                "case_id": self.case_id,
+                "label": self.label,
+                "rule_id": self.rule_id,
+                "expected": self.expected,
+                "subject": {"kind": self.subject_kind, "key": self.subject},
+                "events": list(self.events),
+            }
+        )
 
 
 @dataclass
@@ -46,6 +112,7 @@ class Outlet:
     outlet_id: str
     region_code: str
     agents: tuple[str, ...]
+    channel: str = "counter"
 
 
 @dataclass
@@ -53,10 +120,16 @@ class World:
     events: list[Event] = field(default_factory=list)
     watchlist: list[Event] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
+    people: int = 0
+    outlets: int = 0
+
+
+def ref(event: Event) -> str:
+    return f"{event['source']}/{event['event_id']}"
 
 
 class Simulator:
-    """Builds a World: ordinary business plus injected cases."""
+    """Builds a World: ordinary business plus injected cases and look-alikes."""
 
     def __init__(
         self,
@@ -66,175 +139,285 @@ class Simulator:
         province: str = "62",
         outlets: int = 40,
     ) -> None:
-        self.random = random.Random(seed)
-        self.start = datetime(start.year, start.month, start.day, tzinfo=CST)
+        self.random = Random(seed)
+        self._r = self.random.random
+        self.start = start
         self.days = days
         self.province = province
-        self.capital = f"{province}0100"
+        self.capital = f"{province}0102"
         self.outlets = [self._outlet(n) for n in range(outlets)]
-        self.world = World()
+        self.online_outlet = Outlet("online", self.capital, ("",), "online")
+        self.world = World(outlets=len(self.outlets))
         self._people = 0
         self._serial: dict[str, int] = {}
+        self._dealers = 0
+        self._homes = [code for code, weight in HOME_PROVINCES for _ in range(weight)]
+        self._days = [(start + timedelta(days=d)).isoformat() for d in range(days + 2)]
+        self._clock = [
+            f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+08:00" for s in range(DAY)
+        ]
+        self._births = [
+            (date(1958, 1, 1) + timedelta(days=d)).strftime("%Y%m%d") for d in range(9000)
+        ]
+        self._outlet_users: set[str] = set()
 
     # -------------------------------------------------------------- building blocks
 
     def _outlet(self, number: int) -> Outlet:
-        county = f"{self.province}{1 + number % 12:02d}{1 + number % 5:02d}"
-        agents = tuple(f"A-{number:03d}{k}" for k in range(3))
-        return Outlet(f"{self.province}-OUT-{number:04d}", county, agents)
+        county = f"{self.province}{1 + number % 12:02d}{1 + number // 12 % 5:02d}"
+        kind = "counter" if number % 4 else "dealer"
+        agents = tuple(f"A-{number:04d}{k}" for k in range(3))
+        return Outlet(f"{self.province}-OUT-{number:05d}", county, agents, kind)
 
-    def person(self, province: str | None = None, prefecture: str = "01") -> str:
-        """A new, valid resident id number; by default from the simulated province."""
+    def pick(self, items: Any) -> Any:
+        return items[int(self._r() * len(items))]
+
+    def home(self) -> str:
+        """A province other than the simulated one, weighted like migration."""
+        while (code := self.pick(self._homes)) == self.province:
+            pass
+        return str(code)
+
+    def person(self, province: str | None = None, prefecture: str | None = None) -> str:
+        """A new, valid resident id number; by default from the simulated province.
+
+        Numbers never repeat: the person's serial sets the county digits, the
+        sequence digits and a birth-date block of its own.
+        """
         self._people += 1
         n = self._people
         home = province or self.province
-        # county, sequence and a birth date in a block of its own: never the same twice
-        block = n // 100_000
-        birth = date(1960, 1, 1) + timedelta(days=block * 61 + self.random.randint(0, 60))
-        first17 = f"{home}{prefecture}{n % 100:02d}{birth:%Y%m%d}{n // 100 % 1000:03d}"
+        if prefecture is None:
+            prefecture = f"{1 + int(self._r() * 15):02d}"
+        birth = self._births[(n // 100_000) * 61 % 9000 + int(self._r() * 61)]
+        first17 = f"{home}{prefecture}{n % 100:02d}{birth}{n // 100 % 1000:03d}"
         return first17 + check_digit(first17)
 
-    def when(self, day: float | None = None) -> datetime:
-        """A moment in the period: on `day` (from the start) or at random, in opening hours."""
+    def when(self, day: float | None = None) -> int:
+        """Seconds from the start: on `day` (from the start) or any day, in opening hours."""
         if day is None:
-            day = self.random.uniform(0, self.days - 1)
-        base = self.start + timedelta(days=int(day))
-        return base + timedelta(hours=8, seconds=self.random.randint(0, 12 * 3600))
+            day = self._r() * (self.days - 1)
+        return int(day) * DAY + OPENING + int(self._r() * HOURS)
 
-    def emit(self, event_type: str, id_number: str, at: datetime, **fields: Any) -> Event:
-        bank = event_type.startswith("bank.")
+    def stamp(self, t: int) -> str:
+        return self._days[t // DAY] + self._clock[t % DAY]
+
+    def emit(self, event_type: str, id_number: str, t: int, **fields: Any) -> Event:
+        """One event at `t` seconds from the start; `fields` override the defaults."""
+        bank = event_type[0] == "b"
         source = fields.pop("source", None) or (
-            f"{self.random.choice(BANKS)}-GS" if bank else f"{self.random.choice(CARRIERS)}-GS"
+            f"{self.pick(BANKS)}-GS" if bank else f"{self.pick(CARRIERS)}-GS"
         )
         self._serial[source] = serial = self._serial.get(source, 0) + 1
-        outlet = fields.pop("outlet", None) or self.random.choice(self.outlets)
+        outlet: Outlet = fields.pop("outlet", None) or self.pick(self.outlets)
+        online = outlet.channel == "online"
         event: Event = {
             "schema": "duanka.event/1",
             "event_id": f"{source}-{serial:08d}",
             "event_type": event_type,
-            "occurred_at": at.isoformat(),
+            "occurred_at": self.stamp(t),
             "source": source,
             "id_type": "resident_id",
             "id_number": id_number,
             "region_code": outlet.region_code,
             "outlet_id": outlet.outlet_id,
-            "agent_id": self.random.choice(outlet.agents),
-            "channel": "counter",
-            "verification": "in_person",
+            "agent_id": None if online else self.pick(outlet.agents),
+            "channel": outlet.channel,
+            "verification": "remote_face" if online else "in_person",
         }
         if not bank:
-            event["msisdn"] = f"1{self.random.randint(3, 9)}{self._people:09d}"
-        if event_type == "sim.activate":
-            event["sim_kind"] = "personal"
-        if bank:
-            event["account_id"] = f"62{self.random.randint(10**15, 10**16 - 1)}"
-        if event_type == "bank.open":
-            event["account_kind"] = "payment" if source in PAYMENT else "personal"
+            event["msisdn"] = f"1{3 + int(self._r() * 7)}{self._people:09d}"
+            if event_type == "sim.activate":
+                event["sim_kind"] = "personal"
+        else:
+            event["account_id"] = f"62{int(self._r() * 10**16):016d}"
+            if event_type == "bank.open":
+                event["account_kind"] = "payment" if source in PAYMENT else "personal"
         event.update(fields)
         self.world.events.append(event)
         return event
 
-    def online(self) -> dict[str, Any]:
-        """The fields of an opening through the carrier's own online channel."""
-        return {
-            "outlet": Outlet("online", self.capital, ("",)),
-            "channel": "online",
-            "verification": "remote_face",
-            "agent_id": None,
-        }
+    def case(
+        self,
+        label: str,
+        rule_id: str,
+        kind: str,
+        subject: str,
+        events: list[Event],
+        expected: bool = True,
+    ) -> None:
+        if kind == "identity":
+            subject = mask_id(subject)
+        case_id = f"case-{len(self.world.cases) + 1:05d}"
+        refs = tuple(ref(e) for e in events)
+        self.world.cases.append(Case(case_id, label, rule_id, expected, kind, subject, refs))
 
-    def case(self, label: str, rule_id: str, kind: str, subject: str, *events: Event) -> None:
-        triggers = tuple(f"{e['source']}/{e['event_id']}" for e in events)
-        self.world.cases.append(Case(label, rule_id, kind, subject, triggers))
+    def case_outlet(self) -> Outlet:
+        """An outlet for an outlet-level case: one no other such case used."""
+        for _ in range(50):
+            outlet: Outlet = self.pick(self.outlets)
+            if outlet.outlet_id not in self._outlet_users:
+                break
+        self._outlet_users.add(outlet.outlet_id)
+        return outlet
+
+    def dealer(self) -> str:
+        """A dealer's staff number of its own, so agent cases do not overlap."""
+        self._dealers += 1
+        return f"D-{self._dealers:05d}"
 
     # -------------------------------------------------------------- ordinary business
 
     def ordinary(self, people: int) -> None:
         """People who open a SIM, maybe an account, and rarely cancel: nothing to flag."""
+        r = self._r
         for _ in range(people):
-            if self.random.random() < 0.15:
+            if r() < 0.15:
                 self._ordinary_nonlocal()
             else:
                 self._ordinary_local()
 
     def _ordinary_local(self) -> None:
+        r = self._r
         who = self.person()
-        day = self.random.uniform(0, self.days - 1)
-        if self.random.random() < 0.3:
+        day = r() * (self.days - 1)
+        roll = r()
+        if roll < 0.25:  # ordered online, mailed within the province
             mail = {
                 "method": "mail",
-                "region_code": self.random.choice(self.outlets).region_code,
+                "region_code": self.pick(self.outlets).region_code,
                 "address_key": f"addr-{self._people}",
             }
-            self.emit("sim.activate", who, self.when(day), **self.online(), delivery=mail)
+            self.emit("sim.activate", who, self.when(day), outlet=self.online_outlet, delivery=mail)
         else:
             self.emit("sim.activate", who, self.when(day), device_id=f"dev-{self._people}")
-        if self.random.random() < 0.4:
+        if r() < 0.35:
+            later = min(day + r() * 10, self.days - 1)
+            self.emit("bank.open", who, self.when(later))
+        if r() < 0.12:  # a payment account, opened in the app
+            later = min(day + r() * 20, self.days - 1)
             self.emit(
-                "bank.open", who, self.when(min(day + self.random.uniform(0, 10), self.days - 1))
+                "bank.open",
+                who,
+                self.when(later),
+                source=self.pick(PAYMENT),
+                outlet=self.online_outlet,
             )
-        if self.random.random() < 0.08:
-            self.emit("sim.cancel", who, self.when(self.days - 1))
-        if self.random.random() < 0.03:
+        if r() < 0.08:
+            self.emit("sim.cancel", who, self.when(min(day + 1 + r() * 20, self.days - 1)))
+        if r() < 0.03:
             self.emit("bank.close", who, self.when(self.days - 1))
 
     def _ordinary_nonlocal(self) -> None:
-        who = self.person(self.random.choice(HOME_PROVINCES), f"{self.random.randint(1, 20):02d}")
-        day = self.random.uniform(0, max(self.days - 4, 1))
-        self.emit("sim.activate", who, self.when(day))  # at the counter, in person
-        if self.random.random() < 0.2 and day + 3 < self.days:
-            self.emit("bank.open", who, self.when(day + 3 + self.random.uniform(0, 1)))
+        """A migrant worker: one SIM at a counter, in person; an account days later."""
+        r = self._r
+        who = self.person(self.home())
+        day = r() * (self.days - 4)
+        self.emit("sim.activate", who, self.when(day))
+        if r() < 0.2:
+            self.emit("bank.open", who, self.when(day + 3 + r()))
 
     # -------------------------------------------------------------- injected cases
 
     def churner(self) -> None:
         who = self.person()
-        outlet = self.random.choice(self.outlets)
-        day = self.random.uniform(0, self.days - 8)
-        cancels = []
+        outlet = self.pick(self.outlets)
+        day = self._r() * (self.days - 8)
+        events = []
         for step in range(3):
-            self.emit("sim.activate", who, self.when(day + 2 * step), outlet=outlet)
-            cancels.append(
+            events.append(self.emit("sim.activate", who, self.when(day + 2 * step), outlet=outlet))
+            events.append(
                 self.emit("sim.cancel", who, self.when(day + 2 * step + 1), outlet=outlet)
             )
-        self.case("churner", "sim_churn", "identity", who, cancels[-1])
+        self.case("opened and cancelled three times", "sim_churn", "identity", who, events)
+
+    def churner_lookalike(self) -> None:
+        who = self.person()
+        day = self._r() * (self.days - 6)
+        events = []
+        for step in range(2):
+            events.append(self.emit("sim.activate", who, self.when(day + 2 * step)))
+            events.append(self.emit("sim.cancel", who, self.when(day + 2 * step + 1)))
+        self.case("cancelled twice", "sim_churn", "identity", who, events, expected=False)
 
     def mailer(self, destination: str) -> None:
         who = self.person()
         mail = {"method": "mail", "region_code": destination, "address_key": f"addr-{self._people}"}
-        event = self.emit("sim.activate", who, self.when(), **self.online(), delivery=mail)
-        self.case(f"mailed to {destination}", "sim_mail_out_of_province", "identity", who, event)
+        event = self.emit(
+            "sim.activate", who, self.when(), outlet=self.online_outlet, delivery=mail
+        )
+        label = f"mailed to {destination}"
+        self.case(label, "sim_mail_out_of_province", "identity", who, [event])
+
+    def mailer_lookalike(self) -> None:
+        who = self.person()
+        mail = {
+            "method": "mail",
+            "region_code": self.pick(self.outlets).region_code,
+            "address_key": f"addr-{self._people}",
+        }
+        event = self.emit(
+            "sim.activate", who, self.when(), outlet=self.online_outlet, delivery=mail
+        )
+        label = "mailed within the province"
+        self.case(label, "sim_mail_out_of_province", "identity", who, [event], expected=False)
 
     def nonlocal_repeat(self) -> None:
-        who = self.person(self.random.choice(HOME_PROVINCES))
-        day = self.random.uniform(0, self.days - 10)
-        self.emit("sim.activate", who, self.when(day))
-        second = self.emit("sim.activate", who, self.when(day + self.random.uniform(2, 9)))
+        who = self.person(self.home())
+        day = self._r() * (self.days - 10)
+        first = self.emit("sim.activate", who, self.when(day))
+        second = self.emit("sim.activate", who, self.when(day + 2 + self._r() * 7))
+        label = "non-local ID, second SIM within 30 days"
+        self.case(label, "sim_nonlocal_monthly_limit", "identity", who, [first, second])
+
+    def nonlocal_repeat_lookalike(self) -> None:
+        """A second SIM more than 30 days after the first (only in periods long enough)."""
+        if self.days < 40:
+            return
+        who = self.person(self.home())
+        day = self._r() * (self.days - 38)
+        first = self.emit("sim.activate", who, self.when(day))
+        second = self.emit("sim.activate", who, self.when(day + 31 + self._r() * 5))
+        label = "non-local ID, second SIM after 30 days"
         self.case(
-            "second SIM within 30 days", "sim_nonlocal_monthly_limit", "identity", who, second
+            label, "sim_nonlocal_monthly_limit", "identity", who, [first, second], expected=False
         )
 
     def nonlocal_remote(self) -> None:
-        who = self.person(self.random.choice(HOME_PROVINCES))
-        event = self.emit("sim.activate", who, self.when(), **self.online())
-        self.case("non-local, remote", "sim_nonlocal_not_in_person", "identity", who, event)
+        who = self.person(self.home())
+        event = self.emit("sim.activate", who, self.when(), outlet=self.online_outlet)
+        label = "non-local ID, remote verification"
+        self.case(label, "sim_nonlocal_not_in_person", "identity", who, [event])
+
+    def local_remote_lookalike(self) -> None:
+        who = self.person()
+        event = self.emit("sim.activate", who, self.when(), outlet=self.online_outlet)
+        label = "local ID, remote verification"
+        self.case(label, "sim_nonlocal_not_in_person", "identity", who, [event], expected=False)
 
     def watchlisted(self, scope: str) -> None:
         who = self.person()
-        self.world.watchlist.append(
-            self.watch_entry(who, scope, self.start.date() - timedelta(days=90))
-        )
+        since = self.start - timedelta(days=90)
+        self.world.watchlist.append(self.watch_entry(who, scope, since))
         kind = "bank.open" if scope == "bank" else "sim.activate"
         event = self.emit(kind, who, self.when())
-        self.case(f"watchlisted ({scope})", "watchlist_hit", "identity", who, event)
+        self.case(f"watchlisted ({scope})", "watchlist_hit", "identity", who, [event])
 
-    def watchlist_expired(self) -> None:
-        """A look-alike: an entry that ended before the person's opening."""
+    def watchlist_lookalikes(self) -> None:
+        """An entry that ended before the opening, and one for banks only before a SIM."""
         who = self.person()
-        entry = self.watch_entry(who, "all", self.start.date() - timedelta(days=900))
-        entry["until"] = (self.start.date() - timedelta(days=1)).isoformat()
+        entry = self.watch_entry(who, "all", self.start - timedelta(days=900))
+        entry["until"] = (self.start - timedelta(days=1)).isoformat()
         self.world.watchlist.append(entry)
-        self.emit("sim.activate", who, self.when())
+        event = self.emit("sim.activate", who, self.when())
+        label = "watchlist entry expired"
+        self.case(label, "watchlist_hit", "identity", who, [event], expected=False)
+
+        who = self.person()
+        self.world.watchlist.append(self.watch_entry(who, "bank", self.start))
+        event = self.emit("sim.activate", who, self.when())
+        label = "watchlisted for banks, opened a SIM"
+        self.case(label, "watchlist_hit", "identity", who, [event], expected=False)
 
     def watch_entry(self, who: str, scope: str, since: date) -> Event:
         return {
@@ -249,105 +432,206 @@ class Simulator:
 
     def multi_bank(self) -> None:
         who = self.person()
-        day = self.random.uniform(0, self.days - 7)
+        day = self._r() * (self.days - 7)
         events = [
             self.emit("bank.open", who, self.when(day + 2 * k), source=f"{bank}-GS")
             for k, bank in enumerate(self.random.sample(BANKS, 3))
         ]
-        self.case("three banks in a week", "bank_multi_open", "identity", who, events[-1])
+        self.case("three banks in a week", "bank_multi_open", "identity", who, events)
 
-    def two_cards(self) -> None:
-        who = self.person(self.random.choice(HOME_PROVINCES))
-        at = self.when(self.random.uniform(0, self.days - 2))
-        self.emit("sim.activate", who, at)
-        account = self.emit("bank.open", who, at + timedelta(hours=self.random.randint(2, 40)))
-        self.case("SIM and account in two days", "two_cards_combo", "identity", who, account)
-
-    def outlet_surge(self) -> None:
-        outlet = self.random.choice(self.outlets)
-        at = self.when(self.random.uniform(0, self.days - 1))
+    def multi_bank_lookalike(self) -> None:
+        """Three banks, but more than a week apart each."""
+        who = self.person()
+        day = self._r() * (self.days - 10)
         events = [
             self.emit(
-                "sim.activate",
-                self.person(self.random.choice(HOME_PROVINCES)),
-                at + timedelta(minutes=9 * k),
-                outlet=outlet,
+                "bank.open", who, self.when(min(day + 8 * k, self.days - 1)), source=f"{b}-GS"
             )
-            for k in range(22)
+            for k, b in enumerate(self.random.sample(BANKS, 3 if self.days >= 20 else 2))
         ]
+        label = "banks more than a week apart"
+        self.case(label, "bank_multi_open", "identity", who, events, expected=False)
+
+    def two_cards(self) -> None:
+        who = self.person(self.home())
+        t = self.when(self._r() * (self.days - 2))
+        sim = self.emit("sim.activate", who, t)
+        account = self.emit("bank.open", who, t + 3600 * (2 + int(self._r() * 38)))
         self.case(
-            "non-local surge", "outlet_nonlocal_surge", "outlet", outlet.outlet_id, events[19]
+            "non-local SIM and account in two days",
+            "two_cards_combo",
+            "identity",
+            who,
+            [sim, account],
         )
 
-    def gang(self, link: str) -> None:
-        outlet = self.random.choice(self.outlets)
-        at = self.when(self.random.uniform(0, self.days - 1))
+    def two_cards_lookalike(self) -> None:
+        """A local person opening both on one day: common and fine."""
+        who = self.person()
+        t = self.when(self._r() * (self.days - 2))
+        sim = self.emit("sim.activate", who, t, device_id=f"dev-{self._people}")
+        account = self.emit("bank.open", who, t + 3600)
+        label = "local SIM and account on one day"
+        self.case(label, "two_cards_combo", "identity", who, [sim, account], expected=False)
+
+    def outlet_surge(self) -> None:
+        outlet = self.case_outlet()
+        t = self.when(self._r() * (self.days - 1)) - 3 * 3600
+        events = [
+            self.emit("sim.activate", self.person(self.home()), t + 540 * k, outlet=outlet)
+            for k in range(22)
+        ]
+        label = "22 non-local openings in three hours"
+        self.case(label, "outlet_nonlocal_surge", "outlet", outlet.outlet_id, events)
+
+    def outlet_surge_lookalike(self) -> None:
+        """A busy market day: many non-local people, but fewer than half the crowd."""
+        outlet = self.case_outlet()
+        t = self.when(self._r() * (self.days - 1)) - 4 * 3600
+        events = []
+        for k in range(60):
+            who = self.person(self.home()) if k % 5 < 2 else self.person()
+            events.append(self.emit("sim.activate", who, t + 300 * k, outlet=outlet))
+        label = "24 non-local among 60 openings in a day"
+        self.case(
+            label, "outlet_nonlocal_surge", "outlet", outlet.outlet_id, events, expected=False
+        )
+
+    def gang(self, link: str, people: int = 5, spacing: int = 420) -> list[Event]:
+        outlet = self.case_outlet()
+        t = self.when(self._r() * (self.days - 1))
         shared = f"{link}-{self._people}"
         events = []
-        for k in range(5):
+        prefecture = f"{20 + int(self._r() * 10)}"
+        home = self.home()
+        for k in range(people):
             fields: dict[str, Any] = {"outlet": outlet}
             if link == "prefecture":
-                who = self.person("51", "34")
+                who = self.person(home, prefecture)
             else:
                 who = self.person()
                 if link == "address_key":
                     fields["delivery"] = {"method": "pickup", "address_key": shared}
                 else:
                     fields[link] = shared
-            events.append(self.emit("sim.activate", who, at + timedelta(minutes=7 * k), **fields))
-        self.case(f"gang sharing {link}", "gang_batch_open", "outlet", outlet.outlet_id, events[-1])
+            events.append(self.emit("sim.activate", who, t + spacing * k, **fields))
+        expected = people >= 5 and spacing * (people - 1) < 3600
+        how = f"{people} people sharing {link}" + (
+            "" if expected else f", {spacing // 60} min apart"
+        )
+        self.case(how, "gang_batch_open", "outlet", outlet.outlet_id, events, expected=expected)
+        return events
 
-    def busy_agent(self) -> None:
-        outlet = self.random.choice(self.outlets)
-        agent = outlet.agents[0]
-        day = self.random.uniform(0, self.days - 6)
-        events = [
-            self.emit(
+    def busy_agent(self, customers: int = 10) -> None:
+        """A dealer's staff member whose customers are all non-local and verified remotely."""
+        outlet = self.case_outlet()
+        agent = self.dealer()
+        day = self._r() * (self.days - 6)
+        events = []
+        for k in range(customers):
+            who = self.person(self.home())
+            event = self.emit(
                 "sim.activate",
-                self.person(self.random.choice(HOME_PROVINCES)),
+                who,
                 self.when(day + k / 2),
                 outlet=outlet,
                 agent_id=agent,
                 channel="dealer",
                 verification="remote_face",
             )
-            for k in range(10)
-        ]
-        self.case("agent with ten flagged customers", "agent_flag_rate", "agent", agent, events[-1])
+            self.case(
+                "dealer customer, remote verification",
+                "sim_nonlocal_not_in_person",
+                "identity",
+                who,
+                [event],
+            )
+            events.append(event)
+        expected = customers >= 10
+        label = f"agent with {customers} alerted customers"
+        self.case(label, "agent_flag_rate", "agent", agent, events, expected=expected)
 
     def inject_every_case(self) -> None:
-        injections: list[Callable[[], None]] = [
+        """One round: every kind of case, and every look-alike."""
+        self._outlet_users.clear()
+        injections: list[Callable[[], object]] = [
             self.churner,
-            lambda: self.mailer("530102"),
-            lambda: self.mailer("510104"),
+            self.churner_lookalike,
+            lambda: self.mailer(self.pick(HOTSPOTS)),
+            lambda: self.mailer(self.pick(ELSEWHERE)),
+            self.mailer_lookalike,
             self.nonlocal_repeat,
+            self.nonlocal_repeat_lookalike,
             self.nonlocal_remote,
+            self.local_remote_lookalike,
             lambda: self.watchlisted("telecom"),
             lambda: self.watchlisted("bank"),
-            self.watchlist_expired,
+            lambda: self.watchlisted("all"),
+            self.watchlist_lookalikes,
             self.multi_bank,
+            self.multi_bank_lookalike,
             self.two_cards,
+            self.two_cards_lookalike,
             self.outlet_surge,
+            self.outlet_surge_lookalike,
             lambda: self.gang("device_id"),
             lambda: self.gang("contact_phone"),
             lambda: self.gang("address_key"),
             lambda: self.gang("prefecture"),
+            lambda: self.gang("device_id", people=4),
+            lambda: self.gang("address_key", spacing=2 * 3600),
             self.busy_agent,
+            lambda: self.busy_agent(customers=9),
         ]
         for inject in injections:
             inject()
 
     def build(self, ordinary_people: int, rounds: int = 1) -> World:
         """Ordinary business, `rounds` of every injected case, events in event-time order."""
+        if rounds and self.days < MIN_CASE_DAYS:
+            raise ValueError(f"injected cases need a period of {MIN_CASE_DAYS} days or more")
         self.ordinary(ordinary_people)
         for _ in range(rounds):
             self.inject_every_case()
         self.world.events.sort(key=lambda e: (e["occurred_at"], e["source"], e["event_id"]))
+        self.world.people = self._people
         return self.world
 
 
-def iter_lines(events: list[Event]) -> Iterator[bytes]:
-    import orjson
+def simulate(
+    events: int,
+    days: int = 30,
+    seed: int = 2026,
+    start: date = date(2026, 1, 1),
+    province: str = "62",
+    rounds: int | None = None,
+) -> World:
+    """A province of about `events` events over `days`, outlets and cases scaled to fit.
 
+    There are enough outlets that ordinary business stays near
+    OPENERS_PER_OUTLET_DAY openers a day each, and about one round of cases
+    per 10,000 events (at least one).
+    """
+    people = max(1, int(events / EVENTS_PER_PERSON))
+    outlets = max(40, people // (days * OPENERS_PER_OUTLET_DAY))
+    if rounds is None:
+        rounds = max(1, events // 10_000)
+    simulator = Simulator(seed=seed, start=start, days=days, province=province, outlets=outlets)
+    people -= rounds * PEOPLE_PER_ROUND
+    return simulator.build(max(0, people), rounds)
+
+
+# measured on the simulator's own output: events per ordinary person, and the
+# people one round of cases adds
+EVENTS_PER_PERSON = 1.52
+PEOPLE_PER_ROUND = 190
+
+
+def iter_lines(events: list[Event]) -> Iterator[bytes]:
+    """Each event as one JSON line (without a newline), optional fields left out when None."""
+    dumps = orjson.dumps
     for event in events:
-        yield orjson.dumps({k: v for k, v in event.items() if v is not None})
+        if event.get("agent_id") is None:
+            yield dumps({k: v for k, v in event.items() if v is not None})
+        else:
+            yield dumps(event)

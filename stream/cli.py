@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 
 from rules.config import Settings, load_settings
@@ -49,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_alerts(commands)
     _add_sample(commands)
     _add_demo(commands)
+    _add_simulate(commands)
     _add_replay(commands)
+    _add_evaluate(commands)
     _add_watchlist(commands)
+    _add_report(commands)
     for command in commands.choices.values():
         # `duanka replay --config F` works as well as `duanka --config F replay`
         command.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
@@ -205,6 +209,89 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args.dir, forever=args.forever, environ=dict(os.environ))
 
 
+def _add_simulate(commands: Commands) -> None:
+    simulate = commands.add_parser(
+        "simulate",
+        help="simulate a province's openings, with labelled fraud cases, to files or Kafka",
+    )
+    simulate.add_argument(
+        "--out",
+        type=Path,
+        help="directory for events.jsonl, watchlist.jsonl and truth.jsonl "
+        "(default with --to-kafka: .duanka/simulate)",
+    )
+    simulate.add_argument(
+        "--to-kafka", action="store_true", help="also publish the watchlist and send the events"
+    )
+    simulate.add_argument(
+        "--rate",
+        type=float,
+        default=500.0,
+        metavar="N",
+        help="with --to-kafka: events per second (default 500; 0 for as fast as possible)",
+    )
+    simulate.add_argument(
+        "--events", type=int, default=100_000, help="about how many events (default 100000)"
+    )
+    simulate.add_argument("--days", type=int, default=30, help="length of the period (default 30)")
+    simulate.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=date(2026, 1, 1),
+        metavar="YYYY-MM-DD",
+        help="first day of the period (default 2026-01-01)",
+    )
+    simulate.add_argument("--seed", type=int, default=2026)
+    simulate.add_argument(
+        "--rounds", type=int, help="rounds of injected cases (default: one per 10,000 events)"
+    )
+    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(handler=_simulate)
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.simulate import run_simulate
+
+    if args.out is None and not args.to_kafka:
+        raise DuankaError("say where the files go (--out DIR), or send them with --to-kafka")
+    if args.events < 1 or args.days < 10:
+        raise DuankaError("--events must be at least 1 and --days at least 10")
+    return run_simulate(
+        settings,
+        args.out or Path(".duanka/simulate"),
+        events=args.events,
+        days=args.days,
+        seed=args.seed,
+        start=args.start,
+        rounds=args.rounds,
+        to_kafka=args.to_kafka,
+        rate=args.rate,
+        progress=not args.quiet,
+    )
+
+
+def _add_evaluate(commands: Commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="recall and precision of alerts against a simulation's ground truth"
+    )
+    evaluate.add_argument("truth", type=Path, help="truth.jsonl written by `duanka simulate`")
+    evaluate.add_argument("alerts", type=Path, help="alerts, as JSON lines")
+    evaluate.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if a labelled case was missed or an alert was unexpected",
+    )
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.evaluate import run_evaluate
+
+    return run_evaluate(
+        args.truth, args.alerts, list(settings.rules.__dataclass_fields__), args.strict
+    )
+
+
 def _add_replay(commands: Commands) -> None:
     replay = commands.add_parser(
         "replay", help="run the rules over a file of events, in event-time order"
@@ -249,6 +336,24 @@ def _watchlist(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "load":
         return load_file(args.file, settings)
     return remove_entry(args.id_number, settings)
+
+
+def _add_report(commands: Commands) -> None:
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report of a JSON-lines file of alerts"
+    )
+    report.add_argument("alerts", type=Path, help="JSON-lines file of duanka.alert/1 records")
+    report.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.report import run_report
+
+    summary = run_report(args.alerts, args.out)
+    skipped = f", {summary.skipped} lines skipped" if summary.skipped else ""
+    print(f"wrote a report of {summary.alerts} alerts{skipped} to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ def test_entries_load_and_removals_take_effect(run: WorkerRun, tmp_path: Path) -
     sim = Simulator(seed=3, days=5)
     kept, removed, telecom_only = sim.person(), sim.person(), sim.person()
     entries = [
-        sim.watch_entry(kept, "all", sim.start.date()),
-        sim.watch_entry(removed, "all", sim.start.date()),
+        sim.watch_entry(kept, "all", sim.start),
+        sim.watch_entry(removed, "all", sim.start),
     ]
-    entries.append(sim.watch_entry(telecom_only, "telecom", sim.start.date()))
+    entries.append(sim.watch_entry(telecom_only, "telecom", sim.start))
     watchlist = tmp_path / "watch.csv"
     header = list(entries[0])
     watchlist.write_text(

@@ -1,0 +1,523 @@
+"""`duanka report`: one self-contained HTML page about a file of alerts.
+
+The alerts (`duanka.alert/1` JSON lines, as `duanka replay --out` or
+`duanka alerts --out` write them) become a pandas DataFrame; the page shows
+counts per rule and severity, alerts per day, the outlets and agents with the
+most alerts, where mailed SIMs went, and severity by region. Charts are
+matplotlib PNGs embedded as data URIs, so the page needs nothing else to open.
+No id number appears: alerts carry pseudonyms, and the page lists no identity.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # a file, never a window; set before anything imports pyplot
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from rules.alert import SEVERITIES, Alert, decode_alert
+from rules.errors import DuankaError, InvalidAlert
+from rules.regions import PROVINCES
+
+MAIL_RULE = "sim_mail_out_of_province"
+TOP = 10
+COLUMNS = [
+    "alert_id",
+    "rule_id",
+    "severity",
+    "subject_kind",
+    "subject_key",
+    "event_time",
+    "instant",
+    "day",
+    "source",
+    "region_code",
+    "province",
+    "outlet_province",
+    "delivery_province",
+    "trigger",
+    "evidence",
+    "named_alerts",
+]
+
+Skip = Callable[[int, str], None]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def warn_skipped(path: Path) -> Skip:
+    """A skip callback that warns on stderr, naming the file and line."""
+
+    def warn(number: int, reason: str) -> None:
+        print(
+            f"duanka: warning: {path}:{number}: skipped, not an alert ({reason})", file=sys.stderr
+        )
+
+    return warn
+
+
+def load_alerts(path: Path, on_skip: Skip | None = None) -> pd.DataFrame:
+    """The alerts of a JSON-lines file, one row each, in file order.
+
+    A line that does not decode is skipped and passed to `on_skip` with its
+    line number and the reason (a warning on stderr by default); blank lines
+    are ignored. An alert repeated with the same `alert_id` (a consumer that
+    read a topic twice) is kept once, as the contract lets consumers do.
+    """
+    skip = on_skip or warn_skipped(path)
+    rows = [_row(alert) for alert in _decode_lines(path, skip)]
+    frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
+    frame["instant"] = pd.to_datetime(frame["instant"], utc=True)
+    return frame.drop_duplicates("alert_id", ignore_index=True)
+
+
+def _decode_lines(path: Path, skip: Skip) -> Iterator[Alert]:
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield decode_alert(line)
+            except InvalidAlert as error:
+                skip(number, str(error))
+
+
+def _row(alert: Alert) -> dict[str, object]:
+    evidence = tuple((e.source, e.event_id) for e in alert.evidence)
+    when = alert.event_time.isoformat()
+    # the triggering event: the evidence from the alert's own source at its event time
+    trigger = tuple(
+        (e.source, e.event_id)
+        for e in alert.evidence
+        if e.source == alert.source and e.occurred_at == when
+    )
+    mailed = alert.rule_id == MAIL_RULE
+    named = alert.facts.get("alerts") if alert.subject.kind == "agent" else None
+    return {
+        "alert_id": alert.alert_id,
+        "rule_id": alert.rule_id,
+        "severity": alert.severity,
+        "subject_kind": alert.subject.kind,
+        "subject_key": alert.subject.key,
+        "event_time": when,  # as written, in the event's own offset
+        "instant": alert.event_time,  # the same moment in UTC, for ordering
+        # the calendar day where the event happened, in its own offset
+        "day": alert.event_time.date(),
+        "source": alert.source,
+        "region_code": alert.region_code,
+        "province": alert.region_code[:2],
+        "outlet_province": _code(alert.facts.get("outlet_province")) if mailed else None,
+        "delivery_province": _code(alert.facts.get("delivery_province")) if mailed else None,
+        "trigger": trigger,
+        "evidence": evidence,
+        "named_alerts": tuple(str(a) for a in named) if isinstance(named, list) else (),
+    }
+
+
+def _code(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def province_label(code: str | None) -> str:
+    """`Gansu (62)`: an English name, so the charts need no CJK font."""
+    if not code:
+        return "unknown"
+    province = PROVINCES.get(code)
+    return f"{province.name_en} ({code})" if province else f"? ({code})"
+
+
+# ---------------------------------------------------------------- tables
+
+
+def rule_counts(alerts: pd.DataFrame) -> pd.Series:
+    """Alerts per rule, most first (ties by rule id)."""
+    counts = alerts["rule_id"].value_counts()
+    return counts.sort_index().sort_values(ascending=False, kind="stable")
+
+
+def severity_counts(alerts: pd.DataFrame) -> pd.Series:
+    """Alerts per severity, in the contract's order, severities with none left out."""
+    counts = alerts["severity"].value_counts()
+    return counts.reindex([s for s in SEVERITIES if s in counts.index])
+
+
+def daily_counts(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Alerts per day (rows, every day of the period) and rule (columns)."""
+    table = pd.crosstab(alerts["day"], alerts["rule_id"])
+    first, last = min(table.index), max(table.index)
+    days = [d.date() for d in pd.date_range(first, last, freq="D")]
+    return table.reindex(days, fill_value=0)
+
+
+def mail_matrix(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Mailed-SIM alerts per province opened in (rows) and mailed to (columns)."""
+    mailed = alerts[alerts["rule_id"] == MAIL_RULE]
+    # a fact missing from an alert (an older or foreign writer) shows as "unknown"
+    opened = mailed["outlet_province"].fillna("")
+    mailed_to = mailed["delivery_province"].fillna("")
+    return pd.crosstab(opened.rename("opened"), mailed_to.rename("mailed_to"))
+
+
+def severity_by_region(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Alerts per province of the alert's region_code (rows) and severity (columns)."""
+    table = pd.crosstab(alerts["province"], alerts["severity"])
+    table = table[[s for s in SEVERITIES if s in table.columns]]
+    table["total"] = table.sum(axis=1)
+    return table.sort_values("total", ascending=False, kind="stable")
+
+
+def top_subjects(alerts: pd.DataFrame, kind: str, n: int = TOP) -> pd.DataFrame:
+    """The `n` outlets or agents with the most alerts: their own, and identity alerts traced.
+
+    Identity alerts carry no outlet_id or agent_id. One is traced to an agent
+    when an agent alert names it in `facts.alerts`, and to an outlet when its
+    triggering event is among the evidence of an alert about that outlet.
+    """
+    own = alerts[alerts["subject_kind"] == kind]
+    identity = alerts[alerts["subject_kind"] == "identity"]
+    if kind == "agent":
+        owner = _owners(own, "named_alerts")
+        traced = identity["alert_id"].map(owner.get)
+    else:
+        owner = _owners(own, "evidence")
+        traced = identity["trigger"].map(lambda keys: _first_owner(keys, owner))
+    table = pd.DataFrame(
+        {
+            f"{kind} alerts": own["subject_key"].value_counts(),
+            "identity alerts traced": traced.dropna().value_counts(),
+        }
+    )
+    table = table.fillna(0).astype(int)
+    table["total"] = table.sum(axis=1)
+    table = table.sort_index().sort_values(
+        ["total", f"{kind} alerts"], ascending=False, kind="stable"
+    )
+    return table.head(n)
+
+
+def _owners(own: pd.DataFrame, column: str) -> dict[object, str]:
+    """What each outlet's (agent's) alerts point at, mapped to that outlet (agent)."""
+    return {
+        item: key
+        for key, items in zip(own["subject_key"], own[column], strict=True)
+        for item in items
+    }
+
+
+def _first_owner(keys: Iterable[object], owner: dict[object, str]) -> str | None:
+    return next((owner[key] for key in keys if key in owner), None)
+
+
+# ---------------------------------------------------------------- charts
+
+
+def _png(figure: Figure) -> str:
+    """The figure as a `data:image/png;base64,...` URI."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _plain(label: str) -> str:
+    """A label drawn as written: a `$` in an outlet id must not start math mode."""
+    return label.replace("$", r"\$")
+
+
+def _colors(count: int) -> list[tuple[float, float, float, float]]:
+    palette = matplotlib.colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]
+
+
+def plot_daily(table: pd.DataFrame) -> str:
+    """A stacked bar per day, a colour per rule."""
+    days = len(table)
+    figure = Figure(figsize=(min(16.0, max(7.0, 0.3 * days + 4)), 4.8), layout="constrained")
+    ax = figure.add_subplot()
+    positions = np.arange(days)
+    bottom = np.zeros(days)
+    for rule_id, color in zip(table.columns, _colors(len(table.columns)), strict=True):
+        values = table[rule_id].to_numpy(dtype=float)
+        ax.bar(positions, values, bottom=bottom, color=color, label=str(rule_id), width=0.8)
+        bottom += values
+    step = max(1, days // 15)
+    ax.set_xticks(positions[::step], [d.isoformat() for d in table.index[::step]], rotation=45)
+    ax.set_ylabel("alerts")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Alerts per day and rule (event time, in the event's own offset)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return _png(figure)
+
+
+def plot_top(table: pd.DataFrame, kind: str) -> str:
+    """Horizontal bars, the most alerted at the top: own alerts, then traced ones."""
+    rows = table.iloc[::-1]
+    figure = Figure(figsize=(8.0, max(2.5, 1.2 + 0.4 * len(rows))), layout="constrained")
+    ax = figure.add_subplot()
+    names = [_plain(str(name)) for name in rows.index]
+    own = rows[f"{kind} alerts"].to_numpy(dtype=float)
+    traced = rows["identity alerts traced"].to_numpy(dtype=float)
+    ax.barh(names, own, color="#c0392b", label=f"{kind} alerts")
+    ax.barh(names, traced, left=own, color="#f0a35e", label="identity alerts traced")
+    ax.set_xlabel("alerts")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"Top {len(rows)} {kind}s by alerts")
+    ax.legend(loc="lower right", fontsize="small")
+    return _png(figure)
+
+
+def plot_matrix(matrix: pd.DataFrame) -> str:
+    """A heatmap of mailed SIMs with the count in each cell."""
+    values = matrix.to_numpy(dtype=float)
+    rows, cols = values.shape
+    figure = Figure(
+        figsize=(max(5.0, 1.3 * cols + 3), max(3.0, 0.6 * rows + 2)), layout="constrained"
+    )
+    ax = figure.add_subplot()
+    image = ax.imshow(values, cmap="Reds", vmin=0, aspect="auto")
+    ax.set_xticks(range(cols), [province_label(c) for c in matrix.columns], rotation=30, ha="right")
+    ax.set_yticks(range(rows), [province_label(c) for c in matrix.index])
+    ax.set_xlabel("mailed to")
+    ax.set_ylabel("opened in")
+    ax.set_title("SIMs mailed out of province")
+    peak = values.max()
+    for (row, col), value in np.ndenumerate(values):
+        color = "white" if value > peak / 2 else "black"
+        ax.text(col, row, f"{int(value)}", ha="center", va="center", color=color)
+    figure.colorbar(image, ax=ax, label="alerts", ticks=MaxNLocator(integer=True))
+    return _png(figure)
+
+
+# ---------------------------------------------------------------- the page
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSummary:
+    """What went into a report: for the command's closing line."""
+
+    alerts: int
+    skipped: int
+
+
+def render_report(alerts: pd.DataFrame, title: str, skipped: int = 0) -> str:
+    """The whole page as one string; every text from the alerts is escaped."""
+    parts = [f"<h1>{_e(title)}</h1>"]
+    if alerts.empty:
+        parts.append('<p class="empty">There are no alerts in this file.</p>')
+        parts.append(_skipped_note(skipped))
+    else:
+        parts += [
+            _headline(alerts, skipped),
+            _daily_section(alerts),
+            _top_section(alerts, "outlet"),
+            _top_section(alerts, "agent"),
+            _mail_section(alerts),
+            _region_section(alerts),
+        ]
+    body = "\n".join(p for p in parts if p)
+    return PAGE.format(title=_e(title), style=STYLE, body=body)
+
+
+def write_report(alerts: pd.DataFrame, out: Path, title: str, skipped: int = 0) -> None:
+    """Write the page to `out` (UTF-8)."""
+    out.write_text(render_report(alerts, title, skipped), encoding="utf-8")
+
+
+def run_report(alerts_file: Path, out: Path) -> ReportSummary:
+    """`duanka report`: read the alerts, warn about bad lines, write the page."""
+    if not alerts_file.is_file():
+        raise DuankaError(f"{alerts_file}: no such file")
+    skipped: list[int] = []
+    warn = warn_skipped(alerts_file)
+
+    def skip(number: int, reason: str) -> None:
+        skipped.append(number)
+        warn(number, reason)
+
+    alerts = load_alerts(alerts_file, skip)
+    write_report(alerts, out, f"duanka alert report: {alerts_file.name}", len(skipped))
+    return ReportSummary(len(alerts), len(skipped))
+
+
+def _headline(alerts: pd.DataFrame, skipped: int) -> str:
+    times = alerts.sort_values("instant", kind="stable")["event_time"]
+    days = (max(alerts["day"]) - min(alerts["day"])).days + 1
+    facts = [
+        ("alerts", f"{len(alerts):,}"),
+        ("first event_time", str(times.iloc[0])),
+        ("last event_time", str(times.iloc[-1])),
+        ("days covered", f"{days:,}"),
+    ]
+    for kind in ("identity", "outlet", "agent"):
+        facts.append((f"about an {kind}", f"{int((alerts['subject_kind'] == kind).sum()):,}"))
+    rules = rule_counts(alerts)
+    severities = severity_counts(alerts)
+    return "\n".join(
+        [
+            "<h2>Headline</h2>",
+            _table("headline", [], facts),
+            _skipped_note(skipped),
+            '<div class="side">',
+            _table("per-rule", ["rule", "alerts"], rules.items()),
+            _table("per-severity", ["severity", "alerts"], severities.items()),
+            "</div>",
+        ]
+    )
+
+
+def _skipped_note(skipped: int) -> str:
+    if not skipped:
+        return ""
+    lines = "line was" if skipped == 1 else "lines were"
+    return f'<p class="note">{skipped:,} {lines} not alerts and skipped (see the warnings).</p>'
+
+
+def _daily_section(alerts: pd.DataFrame) -> str:
+    table = daily_counts(alerts)
+    rows = [(d.isoformat(), *table.loc[d].tolist(), int(table.loc[d].sum())) for d in table.index]
+    return "\n".join(
+        [
+            "<h2>Alerts per day and rule</h2>",
+            "<p>By the date of event_time in the event's own offset (+08:00 for China).</p>",
+            _img(plot_daily(table), "alerts per day and rule"),
+            "<details><summary>as a table</summary>",
+            _table("per-day", ["day", *map(str, table.columns), "total"], rows),
+            "</details>",
+        ]
+    )
+
+
+def _top_section(alerts: pd.DataFrame, kind: str) -> str:
+    heading = f"<h2>Top {kind}s</h2>"
+    note = (
+        f"<p>Alerts about the {kind} itself, and identity alerts traced to it. Identity alerts "
+        f"do not name the outlet or agent of their event: one is traced to an agent when that "
+        f"agent's agent_flag_rate alert lists it in facts.alerts, and to an outlet when its "
+        f"triggering event is in the evidence of that outlet's alerts. Identity alerts that "
+        f"cannot be traced are left out here.</p>"
+    )
+    table = top_subjects(alerts, kind)
+    if table.empty:
+        return "\n".join([heading, note, f'<p class="empty">No alert names an {kind}.</p>'])
+    rows = [
+        (key, *values) for key, values in zip(table.index, table.to_numpy().tolist(), strict=True)
+    ]
+    return "\n".join(
+        [
+            heading,
+            note,
+            _img(plot_top(table, kind), f"top {kind}s"),
+            _table(f"top-{kind}s", [kind, *map(str, table.columns)], rows),
+        ]
+    )
+
+
+def _mail_section(alerts: pd.DataFrame) -> str:
+    heading = "<h2>SIMs mailed out of province</h2>"
+    matrix = mail_matrix(alerts)
+    if matrix.empty:
+        return "\n".join([heading, f'<p class="empty">No {MAIL_RULE} alerts.</p>'])
+    note = (
+        f"<p>{MAIL_RULE} alerts by the province of the outlet (rows) and the province "
+        f"the SIM was mailed to (columns), from the alerts' facts.</p>"
+    )
+    header = ["opened in \\ mailed to", *map(province_label, matrix.columns)]
+    rows = [(province_label(code), *matrix.loc[code].tolist()) for code in matrix.index]
+    return "\n".join(
+        [
+            heading,
+            note,
+            _img(plot_matrix(matrix), "mailed SIMs by province"),
+            _table("mail-matrix", header, rows),
+        ]
+    )
+
+
+def _region_section(alerts: pd.DataFrame) -> str:
+    table = severity_by_region(alerts)
+    rows = [
+        (province_label(code), *values)
+        for code, values in zip(table.index, table.to_numpy().tolist(), strict=True)
+    ]
+    return "\n".join(
+        [
+            "<h2>Severity by region</h2>",
+            "<p>By the province of the alert's region_code (the outlet's region).</p>",
+            _table("severity-by-region", ["province", *map(str, table.columns)], rows),
+        ]
+    )
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{_e(alt)}">'
+
+
+def _table(
+    table_id: str,
+    header: Sequence[str],
+    rows: Iterable[Sequence[object]],
+) -> str:
+    """An HTML table; the first cell of each row is its heading. No header row if empty."""
+    out = [f'<table id="{_e(table_id)}">']
+    if header:
+        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>")
+    for row in rows:
+        first, *rest = row
+        cells = "".join(f"<td{_num(v)}>{_e(_text(v))}</td>" for v in rest)
+        out.append(f'<tr><th scope="row">{_e(_text(first))}</th>{cells}</tr>')
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _num(value: object) -> str:
+    return ' class="n"' if isinstance(value, (int, float, np.number)) else ""
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; max-width: 80em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.side table { display: inline-table; }
+.note, .empty { color: #555; font-style: italic; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>{style}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""

@@ -1,0 +1,92 @@
+"""`duanka simulate`: a simulated province to files, and optionally live into Kafka.
+
+The files are what carriers, banks and list keepers would send, plus the
+ground truth:
+
+    events.jsonl     duanka.event/1, in event-time order
+    watchlist.jsonl  duanka.watch/1
+    truth.jsonl      duanka.case/1: each labelled case, its rule and its events
+
+With --to-kafka the watchlist is published to its compacted topic and the
+events are sent, in event-time order, at a steady rate, as a province's
+systems would send them through a day.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import orjson
+
+from producers.simulator import World, iter_lines, simulate
+from rules.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class WorldFiles:
+    events: Path
+    watchlist: Path
+    truth: Path
+
+    @classmethod
+    def under(cls, directory: Path) -> WorldFiles:
+        return cls(
+            directory / "events.jsonl", directory / "watchlist.jsonl", directory / "truth.jsonl"
+        )
+
+
+def write_world(world: World, directory: Path) -> WorldFiles:
+    """Write the events, the watchlist and the ground truth of `world` under `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = WorldFiles.under(directory)
+    with files.events.open("wb") as out:
+        for line in iter_lines(world.events):
+            out.write(line + b"\n")
+    files.watchlist.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in world.watchlist))
+    files.truth.write_bytes(b"".join(case.to_json() + b"\n" for case in world.cases))
+    return files
+
+
+def describe(world: World, days: int) -> str:
+    kinds = Counter(event["event_type"] for event in world.events)
+    parts = ", ".join(f"{count:,} {kind}" for kind, count in sorted(kinds.items()))
+    expected = sum(case.expected for case in world.cases)
+    return (
+        f"{len(world.events):,} events ({parts}) by {world.people:,} people at "
+        f"{world.outlets:,} outlets over {days} days; {len(world.watchlist)} watchlist entries; "
+        f"{expected} labelled cases and {len(world.cases) - expected} look-alikes"
+    )
+
+
+def run_simulate(
+    settings: Settings,
+    out: Path,
+    events: int,
+    days: int,
+    seed: int,
+    start: date,
+    rounds: int | None,
+    to_kafka: bool,
+    rate: float,
+    progress: bool = True,
+) -> int:
+    world = simulate(events, days=days, seed=seed, start=start, rounds=rounds)
+    files = write_world(world, out)
+    print(describe(world, days))
+    print(f"wrote {files.events}, {files.watchlist} and {files.truth}")
+    if not to_kafka:
+        print(
+            f"next: duanka replay {files.events} --watchlist {files.watchlist} "
+            f"--out {out / 'alerts.jsonl'} && duanka evaluate {files.truth} {out / 'alerts.jsonl'}"
+        )
+        return 0
+    from producers.produce import produce_file
+    from producers.watchlist import load_file
+
+    load_file(files.watchlist, settings)
+    summary = produce_file(files.events, settings, progress=progress, rate=rate or None)
+    print(summary.describe(str(files.events)))
+    return 0

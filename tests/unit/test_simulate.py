@@ -1,0 +1,206 @@
+"""The simulator, its files, and the evaluation of a replay against its ground truth."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from rulekit import ALL_RULES
+
+from producers.evaluate import evaluate, read_alerts, read_truth, run_evaluate
+from producers.simulate import WorldFiles, write_world
+from producers.simulator import Simulator, simulate
+from rules.alert import decode_alert
+from rules.config import RuleSettings
+from rules.engine import Engine
+from rules.errors import InvalidEvent
+from rules.event import parse_event
+from rules.pseudonym import Pseudonymizer, mask_id
+from rules.replay import replay
+from stream.cli import main
+
+FIXED = datetime(2026, 6, 1, tzinfo=UTC)
+KEY = Pseudonymizer(b"simulate-test")
+RULE_IDS = list(RuleSettings.__dataclass_fields__)
+
+
+def replayed(files: WorldFiles, out: Path) -> Path:
+    with out.open("wb") as alerts:
+        replay(
+            files.events,
+            Engine(RuleSettings(), clock=lambda: FIXED),
+            KEY,
+            alerts,
+            io.BytesIO(),
+            files.watchlist,
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorldFiles, Path]:
+    """A seeded month of about 20,000 events, two rounds of cases, replayed."""
+    directory = tmp_path_factory.mktemp("month")
+    files = write_world(simulate(20_000, days=30, seed=7, rounds=2), directory)
+    return files, replayed(files, directory / "alerts.jsonl")
+
+
+def test_every_rule_is_found_and_no_alert_is_unexpected(month: tuple[WorldFiles, Path]) -> None:
+    files, alerts = month
+    cases = read_truth(files.truth)
+    result = evaluate(cases, read_alerts(alerts), RULE_IDS)
+    assert set(result.scores) == ALL_RULES
+    for rule_id, score in result.scores.items():
+        assert score.cases >= 2, rule_id  # two rounds: every rule has cases
+        assert score.recall == 1.0, rule_id
+        assert score.precision == 1.0, rule_id
+        assert score.lookalikes_fired == 0, rule_id
+    assert result.perfect
+    assert not result.missed and not result.unexpected
+    # look-alikes of most rules are in the truth, and none of them alerted
+    lookalike_rules = {c.rule_id for c in cases if not c.expected}
+    assert lookalike_rules == ALL_RULES - {"sim_nonlocal_monthly_limit"}  # needs 40+ days
+
+
+def test_a_longer_period_has_the_monthly_limit_lookalike(tmp_path: Path) -> None:
+    files = write_world(simulate(3_000, days=45, seed=3), tmp_path)
+    cases = read_truth(files.truth)
+    lookalikes = [c for c in cases if not c.expected and c.rule_id == "sim_nonlocal_monthly_limit"]
+    assert len(lookalikes) == 1
+    result = evaluate(cases, read_alerts(replayed(files, tmp_path / "a.jsonl")), RULE_IDS)
+    assert result.perfect, result.unexpected
+
+
+def test_the_evaluation_names_what_was_missed_and_what_was_unexpected(
+    month: tuple[WorldFiles, Path], tmp_path: Path
+) -> None:
+    files, alerts = month
+    lines = alerts.read_bytes().splitlines()
+    # drop the gang alerts: their cases are missed
+    kept = [line for line in lines if orjson.loads(line)["rule_id"] != "gang_batch_open"]
+    partial = tmp_path / "partial.jsonl"
+    partial.write_bytes(b"\n".join(kept) + b"\n")
+    # a truth without the churn cases makes the churn alerts unexpected
+    truth = [
+        line
+        for line in files.truth.read_bytes().splitlines()
+        if orjson.loads(line)["rule_id"] != "sim_churn" or not orjson.loads(line)["expected"]
+    ]
+    no_churn = tmp_path / "truth.jsonl"
+    no_churn.write_bytes(b"\n".join(truth) + b"\n")
+
+    result = evaluate(read_truth(no_churn), read_alerts(partial), RULE_IDS)
+    gangs = result.scores["gang_batch_open"]
+    assert gangs.found == 0 and gangs.recall == 0.0 and gangs.alerts == 0
+    assert {c.rule_id for c in result.missed} == {"gang_batch_open"}
+    assert len(result.missed) == gangs.cases
+    churn = result.scores["sim_churn"]
+    assert churn.cases == 0 and churn.recall is None and churn.precision == 0.0
+    assert {u.alert.rule_id for u in result.unexpected} == {"sim_churn"}
+    overall = result.overall
+    assert overall.found == overall.cases - gangs.cases
+    assert overall.expected_alerts == overall.alerts - churn.alerts
+
+    assert run_evaluate(no_churn, partial, RULE_IDS, strict=True) == 1
+    assert run_evaluate(files.truth, alerts, RULE_IDS, strict=True) == 0
+
+
+def test_an_alert_on_a_lookalike_is_unexpected_and_names_it(
+    month: tuple[WorldFiles, Path],
+) -> None:
+    files, alerts = month
+    cases = read_truth(files.truth)
+    # pretend the expired watchlist entry was still active: the look-alike's event alerts
+    lookalike = next(c for c in cases if c.label == "watchlist entry expired")
+    source, event_id = lookalike.events[0].split("/", 1)
+    raw = [orjson.loads(line) for line in alerts.read_bytes().splitlines()]
+    fake = next(a for a in raw if a["rule_id"] == "watchlist_hit")
+    fake["alert_id"] = "f" * 32
+    fake["evidence"] = [{**fake["evidence"][0], "source": source, "event_id": event_id}]
+
+    result = evaluate(cases, [*read_alerts(alerts), decode_alert(orjson.dumps(fake))], RULE_IDS)
+    assert [u.lookalikes for u in result.unexpected] == [[lookalike]]
+    assert result.scores["watchlist_hit"].lookalikes_fired == 1
+    assert not result.missed
+
+
+def test_the_same_seed_gives_the_same_files(tmp_path: Path) -> None:
+    first = write_world(simulate(3_000, seed=5), tmp_path / "a")
+    second = write_world(simulate(3_000, seed=5), tmp_path / "b")
+    other = write_world(simulate(3_000, seed=6), tmp_path / "c")
+    for name in ("events", "watchlist", "truth"):
+        assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes()
+    assert first.events.read_bytes() != other.events.read_bytes()
+
+
+def test_events_are_valid_ordered_and_varied() -> None:
+    world = simulate(30_000, days=30, seed=9)
+    parsed = []
+    for event in world.events:
+        raw = orjson.dumps({k: v for k, v in event.items() if v is not None})
+        try:
+            parsed.append(parse_event(raw))
+        except InvalidEvent as exc:  # pragma: no cover - shown if it ever happens
+            pytest.fail(f"{raw!r}: {exc}")
+    times = [e.occurred_at for e in parsed]
+    assert times == sorted(times)
+    assert times[0].date() >= date(2026, 1, 1) and times[-1].date() <= date(2026, 1, 30)
+    refs = Counter((e.source, e.event_id) for e in parsed)
+    assert refs.most_common(1)[0][1] == 1  # (source, event_id) is unique
+    assert {e.event_type for e in parsed} == {
+        "sim.activate",
+        "sim.cancel",
+        "bank.open",
+        "bank.close",
+    }
+    assert {e.channel for e in parsed} == {"counter", "online", "dealer"}
+    assert len({e.source for e in parsed}) >= 10  # three carriers, banks, payment institutions
+    homes = Counter(e.id_province for e in parsed if e.is_nonlocal)
+    assert len(homes) >= 20  # non-local people from most of the country
+    assert 0.1 < sum(homes.values()) / len(parsed) < 0.3
+    people = {e.id_number for e in parsed}
+    assert len(people) == world.people  # one number per person, never reused
+    assert 0.9 * 30_000 < len(parsed) < 1.1 * 30_000
+
+
+def test_every_case_lists_events_that_exist() -> None:
+    world = Simulator(seed=1, days=30).build(ordinary_people=100, rounds=1)
+    refs = {f"{e['source']}/{e['event_id']}" for e in world.events}
+    for case in world.cases:
+        assert case.events and set(case.events) <= refs, case
+    identities = [c for c in world.cases if c.subject_kind == "identity"]
+    ids = {e["id_number"] for e in world.events}
+    assert {c.subject for c in identities} <= {mask_id(i) for i in ids}
+    truth = b"".join(c.to_json() for c in world.cases)
+    assert not any(i.encode() in truth for i in ids)  # the ground truth holds masked ids only
+
+
+def test_cases_need_ten_days() -> None:
+    with pytest.raises(ValueError, match="10 days"):
+        Simulator(days=5).build(ordinary_people=10, rounds=1)
+    assert Simulator(days=5).build(ordinary_people=10, rounds=0).events
+
+
+def test_simulate_and_evaluate_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim"
+    assert main(["simulate", "--out", str(out), "--events", "3000", "--seed", "4"]) == 0
+    said = capsys.readouterr().out
+    assert "labelled cases" in said and "duanka evaluate" in said
+    files = WorldFiles.under(out)
+    alerts = replayed(files, out / "alerts.jsonl")
+    assert main(["evaluate", "--strict", str(files.truth), str(alerts)]) == 0
+    table = capsys.readouterr().out
+    assert "overall" in table and "every labelled case was found" in table
+    for rule_id in ALL_RULES:
+        assert rule_id in table
+
+    assert main(["simulate", "--events", "10"]) == 1
+    assert "--out DIR" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing.jsonl"), str(alerts)]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert main(["evaluate", str(alerts), str(alerts)]) == 1  # alerts are not a ground truth
+    assert "not a ground-truth case" in capsys.readouterr().err
