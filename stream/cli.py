@@ -196,17 +196,30 @@ def _sample(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_demo(commands: Commands) -> None:
     demo = commands.add_parser(
-        "demo", help="broker, worker and sample traffic; shows the alerts as they arrive"
+        "demo",
+        help="broker, worker, police console and a simulated province; alerts shown live",
     )
-    demo.add_argument("--forever", action="store_true", help="keep following alerts until Ctrl-C")
+    demo.add_argument(
+        "--forever", action="store_true", help="after the run, keep following alerts until Ctrl-C"
+    )
+    demo.add_argument(
+        "--events", type=int, default=3_000, help="about how many events (default 3000)"
+    )
+    demo.add_argument(
+        "--rate", type=float, default=60.0, help="events sent per second (default 60)"
+    )
+    demo.add_argument("--seed", type=int, default=2026, help="the simulation's seed")
     demo.add_argument("--dir", type=Path, default=Path(".duanka"), help="working directory")
     demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.demo import run_demo
+    from producers.demo import DemoOptions, run_demo
 
-    return run_demo(settings, args.dir, forever=args.forever, environ=dict(os.environ))
+    if args.events < 1 or args.rate <= 0:
+        raise DuankaError("--events must be at least 1 and --rate above 0")
+    options = DemoOptions(events=args.events, rate=args.rate, seed=args.seed, forever=args.forever)
+    return run_demo(settings, args.dir, options, environ=dict(os.environ))
 
 
 def _add_simulate(commands: Commands) -> None:
