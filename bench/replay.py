@@ -23,16 +23,15 @@ from pathlib import Path
 
 import orjson
 
-from producers.simulator import Simulator, iter_lines
+from producers.simulator import iter_lines, simulate
 
 RESULTS = Path(__file__).parent / "results"
-EVENTS_PER_PERSON = 1.45  # what the simulator's ordinary people average
 
 
 def generate(path: Path, events: int, days: int) -> tuple[int, float, int]:
     started = time.perf_counter()
-    people = int(events / EVENTS_PER_PERSON)
-    world = Simulator(seed=2026, days=days, outlets=400).build(people, rounds=max(1, days // 30))
+    world = simulate(events, days=days, seed=2026)
+    people = world.people
     with path.open("wb") as out:
         for line in iter_lines(world.events):
             out.write(line + b"\n")

@@ -30,6 +30,8 @@ from rules.pseudonym import mask_id
 CARRIERS = ("CMCC", "CUCC", "CTCC")
 BANKS = ("ICBC", "ABC", "BOC", "CCB", "PSBC", "BOCOM", "CMB")
 PAYMENT = ("ALIPAY", "WECHATPAY")
+CARRIER_SOURCES = tuple(f"{carrier}-GS" for carrier in CARRIERS)
+BANK_SOURCES = tuple(f"{bank}-GS" for bank in BANKS)
 # where non-local customers come from: migrant workers' home provinces first
 HOME_PROVINCES = (
     ("51", 12),
@@ -199,41 +201,46 @@ class Simulator:
             day = self._r() * (self.days - 1)
         return int(day) * DAY + OPENING + int(self._r() * HOURS)
 
-    def stamp(self, t: int) -> str:
-        return self._days[t // DAY] + self._clock[t % DAY]
-
     def emit(self, event_type: str, id_number: str, t: int, **fields: Any) -> Event:
         """One event at `t` seconds from the start; `fields` override the defaults."""
+        r = self._r
         bank = event_type[0] == "b"
-        source = fields.pop("source", None) or (
-            f"{self.pick(BANKS)}-GS" if bank else f"{self.pick(CARRIERS)}-GS"
-        )
+        source = fields.pop("source", None)
+        if source is None:
+            sources = BANK_SOURCES if bank else CARRIER_SOURCES
+            source = sources[int(r() * len(sources))]
         self._serial[source] = serial = self._serial.get(source, 0) + 1
-        outlet: Outlet = fields.pop("outlet", None) or self.pick(self.outlets)
-        online = outlet.channel == "online"
+        outlet: Outlet | None = fields.pop("outlet", None)
+        if outlet is None:
+            outlet = self.outlets[int(r() * len(self.outlets))]
         event: Event = {
             "schema": "duanka.event/1",
             "event_id": f"{source}-{serial:08d}",
             "event_type": event_type,
-            "occurred_at": self.stamp(t),
+            "occurred_at": self._days[t // DAY] + self._clock[t % DAY],
             "source": source,
             "id_type": "resident_id",
             "id_number": id_number,
             "region_code": outlet.region_code,
             "outlet_id": outlet.outlet_id,
-            "agent_id": None if online else self.pick(outlet.agents),
-            "channel": outlet.channel,
-            "verification": "remote_face" if online else "in_person",
         }
+        if outlet.channel == "online":
+            event["channel"] = "online"
+            event["verification"] = "remote_face"
+        else:
+            event["agent_id"] = outlet.agents[int(r() * len(outlet.agents))]
+            event["channel"] = outlet.channel
+            event["verification"] = "in_person"
         if not bank:
-            event["msisdn"] = f"1{3 + int(self._r() * 7)}{self._people:09d}"
+            event["msisdn"] = f"1{3 + int(r() * 7)}{self._people:09d}"
             if event_type == "sim.activate":
                 event["sim_kind"] = "personal"
         else:
-            event["account_id"] = f"62{int(self._r() * 10**16):016d}"
+            event["account_id"] = f"62{int(r() * 10**16):016d}"
             if event_type == "bank.open":
                 event["account_kind"] = "payment" if source in PAYMENT else "personal"
-        event.update(fields)
+        if fields:
+            event.update(fields)
         self.world.events.append(event)
         return event
 
@@ -631,7 +638,7 @@ def iter_lines(events: list[Event]) -> Iterator[bytes]:
     """Each event as one JSON line (without a newline), optional fields left out when None."""
     dumps = orjson.dumps
     for event in events:
-        if event.get("agent_id") is None:
+        if None in event.values():
             yield dumps({k: v for k, v in event.items() if v is not None})
         else:
             yield dumps(event)
