@@ -18,14 +18,18 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests and the demo use: Java and Maven (the local Kafka
 # broker and the fetch of its jars), kcat (a third Kafka client the
-# integration tests check) and docker-compose (validates docker-compose.yml
-# without an engine).
+# integration tests check), docker-compose (validates docker-compose.yml
+# without an engine), and Chromium, its WebDriver and a Chinese font (the
+# police console's browser test and screenshot).
 tools:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

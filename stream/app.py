@@ -31,6 +31,7 @@ from rules.deadletter import encode_dead_letter
 from rules.engine import Engine
 from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
+from stream.console import install_console
 from stream.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger("duanka.worker")
@@ -172,6 +173,8 @@ def create_app(
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(wiring.metrics.exposition(), content_type=CONTENT_TYPE)
+
+    install_console(app, settings)
 
     if pseudonymizer.is_development_key:
 

@@ -1,0 +1,328 @@
+"""The police console in headless Chromium, against a real worker and a real broker.
+
+Events go in through Kafka one at a time; the test waits for each alert to
+appear on the page, then checks what the page shows: the rule ids, masked ids
+and never a raw id number, newest first, the counts per rule and severity,
+that each filter hides the other alerts, and that a repeated alert and a
+record that is not an alert, put straight on the alert topic, change the list
+not at all but are counted.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from workerkit import KEY, WorkerRun
+
+from rules.alert import make_alert_id
+from rules.idnumber import check_digit
+from rules.pseudonym import Pseudonymizer, mask_id
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# Headless, and nothing that reaches for the network on its own.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--no-proxy-server",
+    "--window-size=1400,900",
+)
+WAIT_S = 60.0
+WORKER_START_S = 120.0
+
+
+def valid_id(first17: str) -> str:
+    return first17 + check_digit(first17)
+
+
+LOCAL = valid_id("62010219900101123")  # Gansu, local at the Gansu outlet
+NONLOCAL = valid_id("51010419851231456")  # Sichuan
+SUBJECTS = Pseudonymizer(KEY.encode())
+
+
+def event(event_id: str, minute: int, **fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "schema": "duanka.event/1",
+        "event_id": event_id,
+        "event_type": "sim.activate",
+        "occurred_at": f"2026-11-20T10:{minute:02d}:00+08:00",
+        "source": "CMCC-GS",
+        "id_type": "resident_id",
+        "id_number": LOCAL,
+        "region_code": "620102",
+        "outlet_id": "GS-LZ-0012",
+        "agent_id": "A-77812",
+        "channel": "online",
+        "verification": "remote_face",
+        "msisdn": "13912345678",
+        "sim_kind": "personal",
+    }
+    return record | fields
+
+
+def mailed(event_id: str, minute: int, destination: str) -> dict[str, Any]:
+    delivery = {"method": "mail", "region_code": destination, "address_key": "a1f3c9"}
+    return event(event_id, minute, delivery=delivery)
+
+
+# (event, the alert's rule, severity, id number): each gives exactly one alert
+TO_YUNNAN = (mailed("C-1", 10, "530102"), "sim_mail_out_of_province", "high", LOCAL)
+NOT_IN_PERSON = (
+    event("C-2", 20, id_number=NONLOCAL, region_code="610102", outlet_id="SN-XA-0001"),
+    "sim_nonlocal_not_in_person",
+    "medium",
+    NONLOCAL,
+)
+TO_SICHUAN = (mailed("C-3", 30, "510104"), "sim_mail_out_of_province", "medium", LOCAL)
+CASES = (TO_YUNNAN, NOT_IN_PERSON, TO_SICHUAN)
+
+
+def alert_id(case: tuple[dict[str, Any], str, str, str]) -> str:
+    record, rule_id, _, id_number = case
+    key = SUBJECTS.subject_key("resident_id", id_number)
+    return make_alert_id(rule_id, key, record["source"], record["event_id"])
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """Headless Chromium with a profile of its own; Selenium uses Debian's driver, fetches none."""
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def producer(worker_run: WorkerRun) -> Iterator[KafkaProducer]:
+    producer = KafkaProducer(bootstrap_servers=worker_run.bootstrap)
+    try:
+        yield producer
+    finally:
+        producer.close()
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def wait_until_reading(run: WorkerRun) -> None:
+    """Until the worker serves the console and its reader is on the alert topic."""
+    url = f"http://127.0.0.1:{run.web_port}/console/alerts.json"
+    deadline = time.monotonic() + WORKER_START_S
+    while time.monotonic() < deadline:
+        run.check_alive()
+        try:
+            status, _, body = get(url)
+            if status == 200 and orjson.loads(body)["status"] == "reading":
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(
+        f"the console did not start: {run.log.read_text(errors='replace')[-4000:]}"
+    )
+
+
+def cards(driver: WebDriver) -> list[Any]:
+    return list(driver.find_elements(By.CSS_SELECTOR, "#alerts .alert"))
+
+
+def shown_ids(driver: WebDriver) -> list[str]:
+    return [card.get_attribute("data-alert-id") for card in cards(driver)]
+
+
+def wait_for(driver: WebDriver, expected: list[str], run: WorkerRun) -> None:
+    """Until the page lists exactly these alert ids, in this order."""
+
+    def listed(d: WebDriver) -> bool:
+        run.check_alive()
+        return shown_ids(d) == expected
+
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(
+        listed, message=f"expected {expected}, the page shows {shown_ids(driver)}"
+    )
+
+
+def chip_count(driver: WebDriver, attribute: str, value: str) -> str:
+    selector = f"[data-{attribute}='{value}'].chip .n"
+    return str(driver.find_element(By.CSS_SELECTOR, selector).text)
+
+
+def text_of(driver: WebDriver, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+def test_console_shows_alerts_as_they_arrive(
+    worker_run: WorkerRun, browser: WebDriver, producer: KafkaProducer, tmp_path: Path
+) -> None:
+    worker_run.start()
+    wait_until_reading(worker_run)
+    browser.get(f"http://127.0.0.1:{worker_run.web_port}/console/")
+    WebDriverWait(browser, WAIT_S).until(lambda d: text_of(d, "total") == "0")
+
+    expected: list[str] = []
+    for case in CASES:
+        record = case[0]
+        producer.send(
+            worker_run.topics["sim_events"],
+            key=record["event_id"].encode(),
+            value=orjson.dumps(record),
+        )
+        producer.flush()
+        expected.insert(0, alert_id(case))  # newest first
+        wait_for(browser, expected, worker_run)
+
+    assert_cards(browser)
+    assert_counts(browser)
+    assert_evidence(browser)
+    assert_filters(browser, worker_run)
+
+    # An alert delivered twice (as after a worker crash) and a record that is not an alert
+    records = worker_run.read("alerts", lambda rs: len(rs) >= len(CASES), settle=0.5)
+    (first_alert,) = [r for r in records if b'"event_id":"C-1"' in r.value]
+    producer.send(worker_run.topics["alerts"], key=first_alert.key, value=first_alert.value)
+    producer.send(worker_run.topics["alerts"], key=b"x", value=b"not an alert")
+    producer.flush()
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: (text_of(d, "duplicates"), text_of(d, "skipped")) == ("1", "1")
+    )
+    assert shown_ids(browser) == expected
+    assert text_of(browser, "total") == "3"
+
+    source = browser.page_source
+    for number in (LOCAL, NONLOCAL):
+        assert number not in source
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []  # no script error, no request the page's policy refused
+
+    browser.set_window_size(1400, 900)
+    shot = tmp_path / "console.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def assert_cards(driver: WebDriver) -> None:
+    by_id = {card.get_attribute("data-alert-id"): card for card in cards(driver)}
+    for case in CASES:
+        record, rule_id, severity, id_number = case
+        card = by_id[alert_id(case)]
+        assert card.get_attribute("data-rule-id") == rule_id
+        assert card.get_attribute("data-severity") == severity
+        assert card.find_element(By.CSS_SELECTOR, ".rule").text == rule_id
+        assert card.find_element(By.CSS_SELECTOR, ".badge").text.lower() == severity
+        assert card.find_element(By.CSS_SELECTOR, ".who").text.startswith(mask_id(id_number))
+        assert record["occurred_at"][11:19] in card.find_element(By.CSS_SELECTOR, ".when").text
+    yunnan = by_id[alert_id(TO_YUNNAN)]
+    assert yunnan.find_element(By.CSS_SELECTOR, ".zh").text == (
+        "号卡在甘肃(62)办理后邮寄至外省云南(53)，寄往涉诈高发地区"
+    )
+    assert yunnan.find_element(By.CSS_SELECTOR, ".en").text == (
+        "SIM opened in Gansu (62) mailed out of province to Yunnan (53), a fraud hotspot"
+    )
+    assert "CMCC-GS @ 620102" in yunnan.find_element(By.CSS_SELECTOR, ".source").text
+    assert yunnan.find_element(By.CSS_SELECTOR, ".action").text.lower() == "review"
+
+
+def assert_counts(driver: WebDriver) -> None:
+    rule_counts = {
+        chip.get_attribute("data-rule-id"): chip.find_element(By.CSS_SELECTOR, ".n").text
+        for chip in driver.find_elements(By.CSS_SELECTOR, "#rule-counts .chip")
+    }
+    assert len(rule_counts) == 10
+    assert rule_counts.pop("sim_mail_out_of_province") == "2"
+    assert rule_counts.pop("sim_nonlocal_not_in_person") == "1"
+    assert set(rule_counts.values()) == {"0"}
+    assert chip_count(driver, "severity", "high") == "1"
+    assert chip_count(driver, "severity", "medium") == "2"
+    assert chip_count(driver, "severity", "critical") == "0"
+    assert text_of(driver, "total") == "3"
+
+
+def assert_evidence(driver: WebDriver) -> None:
+    card = driver.find_element(By.CSS_SELECTOR, f"[data-alert-id='{alert_id(TO_YUNNAN)}']")
+    evidence = card.find_element(By.CSS_SELECTOR, ".evidence")
+    assert not evidence.is_displayed()  # folded until asked for
+    card.find_element(By.CSS_SELECTOR, "details summary").click()
+    WebDriverWait(driver, 5).until(lambda d: evidence.is_displayed())
+    rows = [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in evidence.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    assert rows == [["CMCC-GS", "C-1", "sim.activate", "2026-11-20 10:10:00 +08:00"]]
+    facts = card.find_element(By.CSS_SELECTOR, ".facts").text
+    assert "delivery_province 53" in facts and "hotspot true" in facts
+
+
+def assert_filters(driver: WebDriver, run: WorkerRun) -> None:
+    everything = [alert_id(case) for case in reversed(CASES)]
+    choices = [
+        ("filter-rule", "sim_nonlocal_not_in_person", [NOT_IN_PERSON]),
+        ("filter-rule", "sim_mail_out_of_province", [TO_SICHUAN, TO_YUNNAN]),
+        ("filter-severity", "medium", [TO_SICHUAN, NOT_IN_PERSON]),
+        ("filter-region", "61", [NOT_IN_PERSON]),
+        ("filter-region", "62", [TO_SICHUAN, TO_YUNNAN]),
+    ]
+    for select_id, value, shown in choices:
+        driver.find_element(By.ID, "clear").click()
+        wait_for(driver, everything, run)
+        Select(driver.find_element(By.ID, select_id)).select_by_value(value)
+        wait_for(driver, [alert_id(case) for case in shown], run)
+    # a rule's count is also a filter
+    driver.find_element(By.ID, "clear").click()
+    wait_for(driver, everything, run)
+    driver.find_element(By.CSS_SELECTOR, "[data-rule-id='sim_nonlocal_not_in_person'].chip").click()
+    wait_for(driver, [alert_id(NOT_IN_PERSON)], run)
+    driver.find_element(By.ID, "clear").click()
+    wait_for(driver, everything, run)
+
+
+def test_console_pages_answer_with_their_policy(worker_run: WorkerRun) -> None:
+    worker_run.start()
+    wait_until_reading(worker_run)
+    base = f"http://127.0.0.1:{worker_run.web_port}/console/"
+    status, headers, body = get(base)
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'sha256-")
+    assert "断卡预警台" in body.decode()
+    status, headers, body = get(base + "alerts.json?after=x")
+    assert status == 400
+    assert orjson.loads(body) == {"error": "after must be a whole number"}
+    status, _, body = get(base + "alerts.json?rule=sim_churn")
+    view = orjson.loads(body)
+    assert status == 200 and view["topic"] == worker_run.topics["alerts"]
+    assert view["alerts"] == [] and view["total"] == 0
