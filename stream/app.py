@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ from rules.engine import Engine
 from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.console import install_console
-from stream.metrics import CONTENT_TYPE, WorkerMetrics
+from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
 
 log = logging.getLogger("duanka.worker")
 T = TypeVar("T")
@@ -113,7 +114,7 @@ class Wiring:
 
     async def reject(self, message: Any, error: InvalidRecord) -> None:
         """Send a record the worker cannot use to the dead-letter topic, with the reason."""
-        self.metrics.rejected.labels(message.topic, error.field).inc()
+        self.metrics.reject(message.topic, error.field)
         log.warning(
             "rejected record topic=%s partition=%d offset=%d field=%s",
             message.topic,
@@ -136,8 +137,11 @@ class Wiring:
             await self.reject(message, InvalidRecord("record", str(error)))
             return None
 
-    async def deliver(self, alerts: list[Alert]) -> None:
-        """Send alerts and wait until Kafka has them: only then may state record their event."""
+    async def deliver(self, alerts: list[Alert], arrived: float | None = None) -> None:
+        """Send alerts and wait until Kafka has them: only then may state record their event.
+
+        `arrived` is when the worker read the event behind them (`time.time()`).
+        """
         pending = []
         for alert in alerts:
             self.metrics.alerts.labels(alert.rule_id, alert.severity).inc()
@@ -148,6 +152,23 @@ class Wiring:
             )
         for future in pending:
             await future
+        if arrived is not None:
+            self.metrics.delivered(alerts, time.time() - arrived)
+
+    def store(self, table: Any, key: bytes, value: bytes, new: bool) -> None:
+        """Write a table value; a key `new` to the table counts towards its size metric."""
+        table[key] = value
+        event = faust.current_event()  # the store writes to this event's partition
+        if new and event is not None:
+            self.metrics.state.added(table.name, event.message.partition)
+
+    def probe(self) -> WorkerProbe:
+        """The timer task behind the lag and state-size metrics."""
+        topics = self.settings.topics
+        consumed = [*topics.inputs, topics.watchlist]
+        consumed += [topics.identity_events, topics.outlet_events, topics.agent_signals]
+        tables = [self.identities, self.outlets, self.agents]
+        return WorkerProbe(self.app, self.metrics, consumed, tables)
 
 
 def create_app(
@@ -169,6 +190,7 @@ def create_app(
     app.agent(wiring.identity_topic, name="screen-identity")(IdentityStage(wiring).run)
     app.agent(wiring.outlet_topic, name="screen-outlet")(OutletStage(wiring).run)
     app.agent(wiring.agent_topic, name="screen-agent")(AgentStage(wiring).run)
+    app.timer(PROBE_INTERVAL_S)(wiring.probe().update)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

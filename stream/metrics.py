@@ -1,16 +1,116 @@
-"""Prometheus metrics of the worker. Labels never carry an id number."""
+"""Prometheus metrics of the worker, and the timer that keeps the slow-moving ones current.
+
+No label value ever carries an id number, a pseudonym or record content:
+labels are topic names, event types the validator accepted, field names from
+a fixed list, rule ids, severities, table names and partition numbers.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from rules.alert import Alert
+
+log = logging.getLogger("duanka.metrics")
 
 # aiohttp refuses a charset inside content_type, so the exposition format's
 # version goes alone; Prometheus reads it as text/plain 0.0.4 either way.
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
+# How often consumer lag and state sizes are brought up to date.
+PROBE_INTERVAL_S = 5.0
+HIGHWATERS_TIMEOUT_S = 10.0
+
+# The fields `InvalidRecord` names (rules/event.py, rules/watchlist.py, the
+# stages): the contract's event and watchlist fields, plus "record" for a
+# record wrong as a whole and "key" for a watchlist record's key. A label
+# takes only these, so a future error that put content in `field` could not
+# reach the metrics; anything else becomes "other".
+REJECTED_FIELDS = frozenset(
+    {
+        "record",
+        "key",
+        "schema",
+        "event_id",
+        "event_type",
+        "occurred_at",
+        "source",
+        "id_type",
+        "id_number",
+        "region_code",
+        "outlet_id",
+        "agent_id",
+        "channel",
+        "verification",
+        "msisdn",
+        "sim_kind",
+        "delivery",
+        "delivery.method",
+        "delivery.region_code",
+        "delivery.address_key",
+        "account_id",
+        "account_kind",
+        "device_id",
+        "contact_phone",
+        "scope",
+        "since",
+        "until",
+        "list",
+        "reason",
+    }
+)
+OTHER_FIELD = "other"
+
+# From 1 ms to 30 s, finest around the ordering stage's usual wait (500 ms).
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.6,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+)
+
+# Keys of a state table that are not subjects: faust's record of the changelog
+# offset it has stored, and the stages' own entries (which start with NUL).
+FAUST_OFFSET_KEY = b"__faust\0offset__"
+BOOKKEEPING_PREFIX = b"\x00"
+
+
+def rejected_field(field: str) -> str:
+    """The `field` label for a rejected record: a known field name, or "other"."""
+    return field if field in REJECTED_FIELDS else OTHER_FIELD
+
+
+def consumer_lag(highwater: int, committed: int | None) -> int:
+    """Records in a partition after the committed offset (the next one to read).
+
+    Faust keeps a committed offset of 0 as None, and a partition with nothing
+    committed is read from its start, so None counts from offset 0.
+    """
+    return max(0, highwater - (committed or 0))
+
 
 class WorkerMetrics:
-    """The worker's counters, in a registry of their own."""
+    """The worker's metrics, in a registry of their own."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -22,7 +122,8 @@ class WorkerMetrics:
         )
         self.rejected = Counter(
             "duanka_rejected",
-            "Input records rejected to the dead-letter topic, by the field at fault.",
+            "Records rejected to the dead-letter topic, by the field at fault "
+            "(a contract field name, record, key, or other).",
             ["topic", "field"],
             registry=self.registry,
         )
@@ -32,7 +133,21 @@ class WorkerMetrics:
             ["rule_id", "severity"],
             registry=self.registry,
         )
-
+        self.latency = Histogram(
+            "duanka_alert_latency_seconds",
+            "Seconds from the worker reading an input event off its topic (the "
+            "worker's wall clock, not the Kafka timestamp) to Kafka acknowledging "
+            "an alert the event caused. Includes the ordering stage's wait.",
+            ["rule_id"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.watch_updates = Counter(
+            "duanka_watchlist_updates",
+            "Valid watchlist records read, by change (set or removed).",
+            ["change"],
+            registry=self.registry,
+        )
         self.held = Gauge(
             "duanka_events_held",
             "Valid events waiting to be released in event-time order.",
@@ -43,6 +158,166 @@ class WorkerMetrics:
             "Events released after a later one: they came later than the ordering wait.",
             registry=self.registry,
         )
+        self.lag = Gauge(
+            "duanka_consumer_lag",
+            "Records in a partition the worker consumes beyond its committed offset "
+            "(Kafka's end offset minus the committed offset), updated every "
+            f"{PROBE_INTERVAL_S:g} s.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.state_keys = Gauge(
+            "duanka_state_keys",
+            "Subjects (keys) in a state table, on the partitions this worker "
+            "processes: counted once after each rebalance, then kept up to date "
+            f"by the stages; published every {PROBE_INTERVAL_S:g} s.",
+            ["table"],
+            registry=self.registry,
+        )
+        self.state_bytes = Gauge(
+            "duanka_state_sst_bytes",
+            "Bytes of a state table's RocksDB SST files on this worker's disk "
+            "(RocksDB's total-sst-files-size; data still in memory is not included).",
+            ["table"],
+            registry=self.registry,
+        )
+        self.probe_failures = Counter(
+            "duanka_probe_failures",
+            "Times the lag and state-size update failed; the worker carries on.",
+            registry=self.registry,
+        )
+        self.state = StateSizes(self.state_keys)
+
+    def reject(self, topic: str, field: str) -> None:
+        self.rejected.labels(topic, rejected_field(field)).inc()
+
+    def delivered(self, alerts: Iterable[Alert], seconds: float) -> None:
+        """Alerts Kafka has acknowledged, `seconds` after their event was read."""
+        seconds = max(0.0, seconds)  # the clocks of two workers may disagree a little
+        for alert in alerts:
+            self.latency.labels(alert.rule_id).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class StateSizes:
+    """Keys per table and partition, without reading RocksDB on every scrape.
+
+    A partition is counted once, after a rebalance has given it to this worker
+    and its state is recovered; from then on the stages report each key they
+    add (they never remove one). The count and the stage's reports cannot
+    overlap or miss a key: counting runs without yielding to the event loop.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self.counts: dict[str, dict[int, int]] = {}
+
+    def added(self, table: str, partition: int) -> None:
+        """A stage wrote a key that was not in `table` yet."""
+        partitions = self.counts.get(table)
+        if partitions is not None and partition in partitions:
+            partitions[partition] += 1
+
+    def forget(self) -> None:
+        """Partitions are moving: every count is stale until taken again."""
+        self.counts.clear()
+
+    def track(self, table: str, partitions: set[int], dbs: Mapping[int, Any]) -> None:
+        """Keep counts for exactly `partitions`, counting any not counted yet."""
+        counts = self.counts.setdefault(table, {})
+        for partition in set(counts) - partitions:
+            del counts[partition]
+        for partition in partitions - set(counts):
+            db = dbs.get(partition)
+            counts[partition] = 0 if db is None else count_subjects(db.keys())
+        self.gauge.labels(table).set(sum(counts.values()))
+
+
+def count_subjects(keys: Iterable[bytes]) -> int:
+    """How many of a store's keys are subjects (not bookkeeping)."""
+    return sum(
+        1 for key in keys if key != FAUST_OFFSET_KEY and not key.startswith(BOOKKEEPING_PREFIX)
+    )
+
+
+class WorkerProbe:
+    """Every few seconds: consumer lag, and the size of each state table.
+
+    Both read faust internals that are not a stable API, so any failure is
+    logged (once per distinct error) and counted, and never stops the worker.
+    """
+
+    def __init__(
+        self, app: Any, metrics: WorkerMetrics, topics: Iterable[str], tables: Iterable[Any]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.topics = frozenset(topics)
+        self.tables = list(tables)
+        self.lag_labels: set[tuple[str, str]] = set()
+        self.last_errors: dict[str, str] = {}
+        app.on_partitions_revoked.connect(self.on_revoked)
+
+    def on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self.metrics.state.forget()
+
+    async def update(self) -> None:
+        """The app timer's task: each part on its own, so one failing leaves the other."""
+        for name, part in (("lag", self.update_lag), ("state size", self.update_state)):
+            try:
+                await part()
+            except Exception as error:  # metrics must never stop the worker
+                self.metrics.probe_failures.inc()
+                text = f"{type(error).__name__}: {error}"
+                if self.last_errors.get(name) != text:
+                    log.warning("could not update the %s metrics: %s", name, text)
+                self.last_errors[name] = text
+            else:
+                self.last_errors.pop(name, None)
+
+    async def update_lag(self) -> None:
+        """End offset minus committed offset for each assigned partition of our topics.
+
+        End offsets come from `Consumer.highwaters()`, faust's public call
+        (a ListOffsets request), because the highwater cached from fetches goes
+        stale while faust pauses a partition. The committed offset is faust's
+        own `_committed_offset`: read from Kafka when partitions are assigned
+        and updated on every commit, it is what faust resumes from, so this is
+        the lag Kafka's consumer-group tool shows, including events read but
+        not yet acknowledged (such as those the ordering stage still holds).
+        The consumer's fetch position would hide those.
+        """
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic in self.topics]
+        highwaters: Mapping[Any, int] = {}
+        if tps:
+            highwaters = await asyncio.wait_for(consumer.highwaters(*tps), HIGHWATERS_TIMEOUT_S)
+        committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        labels = set()
+        for tp in tps:
+            highwater = highwaters.get(tp)
+            if highwater is None:
+                continue
+            label = (tp.topic, str(tp.partition))
+            self.metrics.lag.labels(*label).set(consumer_lag(highwater, committed.get(tp)))
+            labels.add(label)
+        for gone in self.lag_labels - labels:
+            self.metrics.lag.remove(*gone)
+        self.lag_labels = labels
+
+    async def update_state(self) -> None:
+        """Keys and SST bytes per table, once faust has finished any rebalance."""
+        if self.app.rebalancing:
+            return
+        actives = self.app.assignor.assigned_actives()
+        for table in self.tables:
+            dbs: Mapping[int, Any] | None = getattr(table.data, "_dbs", None)
+            if dbs is None:  # not a RocksDB store
+                continue
+            changelog = table.changelog_topic.get_topic_name()
+            partitions = {tp.partition for tp in actives if tp.topic == changelog}
+            self.metrics.state.track(table.name, partitions, dbs)
+            sst = (db.property_int_value("rocksdb.total-sst-files-size") for db in dbs.values())
+            self.metrics.state_bytes.labels(table.name).set(sum(size or 0 for size in sst))

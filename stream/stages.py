@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from rules.watchlist import parse_watch, watch_identity
 from stream.app import Wiring
 from stream.ordering import FIRST, Key, Reorderer
 from stream.records import (
+    EventRecord,
     SignalRecord,
     Tick,
     WatchUpdate,
@@ -74,16 +76,19 @@ class OrderingStage:
             self.order.push(message.tp, key, (record, event), _now())
             await self.release()
 
-    def read(self, message: Any) -> tuple[Key, WatchUpdate | PseudonymousEvent]:
+    def read(self, message: Any) -> tuple[Key, WatchUpdate | EventRecord]:
         """The ordering key and internal record of an input message; raises InvalidRecord."""
         if message.topic == self.w.settings.topics.watchlist:
-            return FIRST, self.watch_update(message)
+            update = self.watch_update(message)
+            self.w.metrics.watch_updates.labels("removed" if update.entry is None else "set").inc()
+            return FIRST, update
         if message.value is None:
             raise InvalidEvent("record", "no value (a null record)")
+        arrived = time.time()
         event = parse_event(message.value)
         self.w.metrics.events_in.labels(message.topic, event.event_type).inc()
         redacted = pseudonymise(event, self.w.pseudonymizer)
-        return event_order(redacted), redacted
+        return event_order(redacted), EventRecord(redacted, arrived)
 
     def watch_update(self, message: Any) -> WatchUpdate:
         """A watchlist record (or, with a null value, a removal) for the identity it names."""
@@ -125,12 +130,12 @@ class OrderingStage:
             return True
         return self.offsets.get(tp, -1) + 1 >= highwater
 
-    async def forward(self, record: WatchUpdate | PseudonymousEvent) -> None:
+    async def forward(self, record: WatchUpdate | EventRecord) -> None:
         w = self.w
         value = encode_identity_record(record)
         await w.identity_topic.send(key=record.subject_key.encode(), value=value)
-        if isinstance(record, PseudonymousEvent) and w.engine.screens_outlet(record):
-            await w.outlet_topic.send(key=record.outlet_id.encode(), value=value)
+        if isinstance(record, EventRecord) and w.engine.screens_outlet(record.event):
+            await w.outlet_topic.send(key=record.event.outlet_id.encode(), value=value)
 
     async def maybe_tick(self, now: float) -> None:
         """Tell every identity partition how far the released events go (and, idle, that still)."""
@@ -161,31 +166,33 @@ class IdentityStage:
             if isinstance(record, Tick):
                 await self.pass_tick(record, message.partition)
             elif isinstance(record, WatchUpdate):
-                state = self.load(message.key)
+                raw = self.w.identities.get(message.key)
+                state = self.load(raw)
                 self.w.engine.watch(state, record.entry)
-                self.w.identities[message.key] = encode_identity(state)
+                self.w.store(self.w.identities, message.key, encode_identity(state), raw is None)
             else:
                 await self.screen(message.key, message.partition, record)
 
-    def load(self, key: bytes) -> IdentityState:
-        raw = self.w.identities.get(key)
+    def load(self, raw: bytes | None) -> IdentityState:
         return IdentityState() if raw is None else decode_identity(raw)
 
-    async def screen(self, key: bytes, partition: int, event: PseudonymousEvent) -> None:
+    async def screen(self, key: bytes, partition: int, record: EventRecord) -> None:
         w = self.w
-        state = self.load(key)
+        event = record.event
+        raw = w.identities.get(key)
+        state = self.load(raw)
         decision = w.engine.screen_identity(state, event)
         if not decision.applied:
             return
-        await w.deliver(decision.alerts)
+        await w.deliver(decision.alerts, record.arrived)
         order = event_order(event)
         for seq, signal in enumerate(w.engine.agent_signals(event, decision.alerts)):
-            record = SignalRecord(signal, order, seq, partition)
+            passed = SignalRecord(signal, order, seq, partition, record.arrived)
             sent = await w.agent_topic.send(
-                key=signal.agent_id.encode(), value=encode_agent_record(record)
+                key=signal.agent_id.encode(), value=encode_agent_record(passed)
             )
             await sent
-        w.identities[key] = encode_identity(state)
+        w.store(w.identities, key, encode_identity(state), raw is None)
 
     async def pass_tick(self, tick: Tick, partition: int) -> None:
         value = encode_agent_record(Tick(tick.key, partition))
@@ -203,16 +210,16 @@ class OutletStage:
         async for event in stream.events():
             message = event.message
             record = await self.w.decode(message, decode_identity_record)
-            if isinstance(record, PseudonymousEvent):
+            if isinstance(record, EventRecord):
                 await self.screen(message.key, record)
 
-    async def screen(self, key: bytes, event: PseudonymousEvent) -> None:
+    async def screen(self, key: bytes, record: EventRecord) -> None:
         raw = self.w.outlets.get(key)
         state = OutletState() if raw is None else decode_outlet(raw)
-        decision = self.w.engine.screen_outlet(state, event)
+        decision = self.w.engine.screen_outlet(state, record.event)
         if decision.applied:
-            await self.w.deliver(decision.alerts)
-            self.w.outlets[key] = encode_outlet(state)
+            await self.w.deliver(decision.alerts, record.arrived)
+            self.w.store(self.w.outlets, key, encode_outlet(state), raw is None)
 
 
 @dataclass(order=True)
@@ -280,8 +287,8 @@ class AgentStage:
         state = AgentState() if raw is None else decode_agent(raw)
         decision = self.w.engine.screen_agent(state, signal)
         if decision.applied:
-            await self.w.deliver(decision.alerts)
-            self.w.agents[key] = encode_agent(state)
+            await self.w.deliver(decision.alerts, record.arrived)
+            self.w.store(self.w.agents, key, encode_agent(state), raw is None)
 
 
 def _now() -> float:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ import orjson
 import pytest
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from workerkit import WorkerRun
 
 from rules.alert import make_alert_id
 from rules.pseudonym import Pseudonymizer
@@ -359,24 +361,182 @@ def test_bad_records_are_dead_lettered_and_good_ones_alert(worker: Worker, tmp_p
             assert number.encode() not in record.value
             assert number.encode() not in (record.key or b"")
 
-    metrics = scrape(worker.web_port)
-    assert metrics["duanka_rejected_total"] == len(MALFORMED)
-    assert metrics["duanka_events_total"] == 6
-    assert metrics['duanka_alerts_total{rule_id="sim_mail_out_of_province",severity="high"}'] == 2
-    assert metrics['duanka_alerts_total{rule_id="sim_mail_out_of_province",severity="medium"}'] == 1
-    assert (
-        metrics['duanka_alerts_total{rule_id="sim_nonlocal_not_in_person",severity="medium"}'] == 1
-    )
+    assert_metrics(worker, len(alerts))
     log = worker.log.read_text(errors="replace")
     assert "rejected record topic=" in log
     for number in (LOCAL, NONLOCAL):
         assert number not in log
 
 
+# subjects each table holds after the run: both people, the one outlet, the one agent
+STATE_KEYS = {"identity-state": 2, "outlet-state": 1, "agent-state": 1}
+
+
+def assert_metrics(worker: Worker, alerts: int) -> None:
+    """/metrics counts what was sent, lag drains to 0, state sizes match the changelogs."""
+    sim, bank = worker.topics["sim_events"], worker.topics["bank_events"]
+    inputs = (sim, bank, worker.topics["watchlist"])
+    # the latency is observed just after Kafka acknowledges an alert, the lag
+    # and state sizes every few seconds: wait for them to settle
+    metrics = poll_metrics(
+        worker.web_port,
+        lambda m: (
+            m.get("duanka_alert_latency_seconds_count") == alerts
+            and all(m.get(lag_sample(t, p)) == 0 for t in inputs for p in range(4))
+            and all(m.get(state_sample(t)) == n for t, n in STATE_KEYS.items())
+        ),
+    )
+    assert metrics["duanka_events_total"] == 6
+    assert family(metrics, "duanka_events_total") == {
+        f'{{event_type="sim.activate",topic="{sim}"}}': 5,  # OK-1..4 and OK-6
+        f'{{event_type="bank.open",topic="{bank}"}}': 1,  # OK-5
+    }
+    rejected = Counter(field for _, field, _ in MALFORMED)
+    assert metrics["duanka_rejected_total"] == len(MALFORMED)
+    assert family(metrics, "duanka_rejected_total") == {
+        f'{{field="{field}",topic="{sim}"}}': count for field, count in rejected.items()
+    }
+    assert family(metrics, "duanka_alerts_total") == {
+        '{rule_id="sim_mail_out_of_province",severity="high"}': 2,  # OK-3, OK-6
+        '{rule_id="sim_mail_out_of_province",severity="medium"}': 1,  # OK-4
+        '{rule_id="sim_nonlocal_not_in_person",severity="medium"}': 1,  # OK-6
+    }
+
+    # every alert sent was timed, from reading its event to Kafka having the alert
+    assert metrics["duanka_alert_latency_seconds_count"] == alerts == 4
+    assert family(metrics, "duanka_alert_latency_seconds_count") == {
+        '{rule_id="sim_mail_out_of_province"}': 3,
+        '{rule_id="sim_nonlocal_not_in_person"}': 1,
+    }
+    assert 0 < metrics["duanka_alert_latency_seconds_sum"] < 4 * WAIT_S
+    infinite = 'duanka_alert_latency_seconds_bucket{le="+Inf",rule_id="sim_mail_out_of_province"}'
+    assert metrics[infinite] == 3
+
+    # a lag gauge for every partition the worker consumes, drained to 0 for the input
+    lags = family(metrics, "duanka_consumer_lag")
+    internal = [worker.topics[n] for n in ("identity_events", "outlet_events", "agent_signals")]
+    for topic in [*inputs, *internal]:
+        for partition in range(4):
+            assert f'{{partition="{partition}",topic="{topic}"}}' in lags
+
+    # the stages' key counts agree with what the tables' changelogs hold
+    for table in STATE_KEYS:
+        changelog = read_all(worker.bootstrap, f"{worker.app_id}-{table}-changelog", 0)
+        assert metrics[state_sample(table)] == subjects(changelog), table
+
+    text = metrics_text(worker.web_port)
+    pseudonymizer = Pseudonymizer(KEY.encode())
+    for number in (LOCAL, NONLOCAL, *malformed_id_numbers()):
+        assert number not in text
+        assert pseudonymizer.subject_key("resident_id", number) not in text
+
+
+def test_state_sizes_are_counted_again_after_a_restart(worker_run: WorkerRun) -> None:
+    """A restarted worker counts the keys its stores already hold, then adds only new ones."""
+    people = [valid_id(f"620102199001011{n:02d}") for n in range(4)]
+    producer = KafkaProducer(bootstrap_servers=worker_run.bootstrap)
+
+    def send(partition: int, *events: dict[str, Any]) -> None:
+        # all on one partition: after a restart the ordering stage waits for a
+        # partition that holds records until it reads a new one there
+        # (OrderingStage.caught_up knows only offsets read since the start)
+        for record in events:
+            value = orjson.dumps(record)
+            producer.send(worker_run.topics["sim_events"], value=value, partition=partition)
+        producer.flush()
+
+    def identities(count: int, events: int) -> Callable[[dict[str, float]], bool]:
+        return lambda m: (
+            m.get(state_sample("identity-state")) == count
+            and m.get("duanka_events_total", 0) == events
+        )
+
+    try:
+        worker_run.start()
+        send(0, *(event(event_id=f"R-{n}", id_number=people[n]) for n in range(3)))
+        poll_metrics(worker_run.web_port, identities(3, 3), WAIT_S, worker_run.check_alive)
+        worker_run.stop()
+
+        worker_run.start()  # nothing new: the 3 can only come from counting the stores
+        poll_metrics(worker_run.web_port, identities(3, 0), WAIT_S, worker_run.check_alive)
+        send(
+            0,
+            event(event_id="R-3", id_number=people[3]),
+            event(event_id="R-4", id_number=people[0]),
+        )
+        metrics = poll_metrics(
+            worker_run.web_port, identities(4, 2), WAIT_S, worker_run.check_alive
+        )
+    finally:
+        producer.close()
+    assert metrics[state_sample("identity-state")] == 4  # people[0] was already there
+    assert metrics["duanka_probe_failures_total"] == 0
+
+
+def malformed_id_numbers() -> list[str]:
+    """The id numbers inside the malformed records, valid or not."""
+    numbers = []
+    for raw, _, _ in MALFORMED:
+        try:
+            record = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id_number"), str):
+            numbers.append(record["id_number"])
+    return numbers
+
+
+def subjects(changelog: list[Any]) -> int:
+    """Distinct keys of a table's changelog, without the stages' NUL-prefixed bookkeeping."""
+    return len({record.key for record in changelog if not record.key.startswith(b"\x00")})
+
+
+def lag_sample(topic: str, partition: int) -> str:
+    return f'duanka_consumer_lag{{partition="{partition}",topic="{topic}"}}'
+
+
+def state_sample(table: str) -> str:
+    return f'duanka_state_keys{{table="{table}"}}'
+
+
+def family(metrics: dict[str, float], name: str) -> dict[str, float]:
+    """The samples of one metric, by their labels as written (sorted: '{a="1",b="2"}')."""
+    return {
+        sample.removeprefix(name): value
+        for sample, value in metrics.items()
+        if sample.startswith(name + "{")
+    }
+
+
+def poll_metrics(
+    port: int,
+    ready: Callable[[dict[str, float]], bool],
+    timeout: float = 60.0,
+    alive: Callable[[], None] = lambda: None,
+) -> dict[str, float]:
+    """Scrape until `ready` holds (the web server may still be starting), or fail."""
+    deadline = time.monotonic() + timeout
+    metrics: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        alive()
+        try:
+            metrics = scrape(port)
+        except OSError:
+            metrics = {}
+        if ready(metrics):
+            return metrics
+        time.sleep(0.5)
+    pytest.fail(f"metrics did not settle: {metrics}")
+
+
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
 def scrape(port: int) -> dict[str, float]:
     """The worker's metrics: each sample, plus a total per family with the labels summed."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    text = metrics_text(port)
     samples: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#") or not line.strip():

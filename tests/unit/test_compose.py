@@ -1,9 +1,11 @@
 """docker-compose.yml is wired consistently with config.yaml, the pinned Kafka
-version and the Prometheus config, and docker-compose itself accepts it."""
+version, the Prometheus config and the Grafana provisioning, docker-compose
+itself accepts it, and the dashboard asks only for metrics the worker exports."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -15,11 +17,26 @@ from typing import Any
 import pytest
 import yaml
 
+from stream.metrics import WorkerMetrics
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 CONFIG = ROOT / "config.yaml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 POM = ROOT / "stream" / "kafka" / "pom.xml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "duanka.yml"
+DASHBOARD = GRAFANA / "dashboards" / "duanka.json"
+
+GRAFANA_IMAGE = re.compile(r"^grafana/grafana-oss:\d+\.\d+\.\d+$")
+METRIC_NAME = re.compile(r"\bduanka_[a-z_]+")
+# the sample names each kind of metric family shows Prometheus
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+}
 
 KAFKA_IMAGE = re.compile(r"^apache/kafka:\$\{KAFKA_VERSION:-(?P<version>[^}]+)\}$")
 # `${NAME:-default}` as written in the compose file.
@@ -124,8 +141,8 @@ def run_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_four_services_exist_and_no_more(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "topics", "worker", "prometheus"}
+def test_the_five_services_exist_and_no_more(services: dict[str, Any]) -> None:
+    assert set(services) == {"kafka", "topics", "worker", "prometheus", "grafana"}
 
 
 def test_kafka_image_default_is_the_pinned_version(services: dict[str, Any]) -> None:
@@ -289,7 +306,7 @@ def test_every_published_port_is_bound_to_loopback(services: dict[str, Any]) -> 
                 assert port.get("host_ip") == "127.0.0.1", (name, port)
             else:
                 assert str(port).startswith("127.0.0.1:"), (name, port)
-    assert published >= 2  # the worker's web port and Prometheus at least
+    assert published >= 3  # the worker's web port, Prometheus and Grafana at least
 
 
 def test_docker_compose_accepts_the_file() -> None:
@@ -306,3 +323,137 @@ def test_docker_compose_rejects_a_missing_pseudonym_key(value: str | None) -> No
     result = run_compose_config(env)
     assert result.returncode != 0
     assert "set DUANKA_PSEUDONYM_KEY to a secret" in result.stderr
+
+
+# ---------------------------------------------------------------- Grafana
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """{container path: (host path, mode)} of a service's volumes."""
+    found = {}
+    for volume in service["volumes"]:
+        source, target, *mode = volume.split(":")
+        found[target] = (source, mode[0] if mode else "rw")
+    return found
+
+
+def datasource() -> dict[str, Any]:
+    sources = load_yaml(DATASOURCES)["datasources"]
+    assert len(sources) == 1
+    source: dict[str, Any] = sources[0]
+    return source
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return data
+
+
+def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, including those inside collapsed rows."""
+    found = []
+    for panel in board["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found
+
+
+def exported_samples() -> set[str]:
+    """Every sample name a worker's /metrics can show."""
+    return {
+        family.name + suffix
+        for family in WorkerMetrics().registry.collect()
+        for suffix in SUFFIXES[family.type]
+    }
+
+
+def test_grafana_is_pinned_and_published_on_loopback(services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    assert GRAFANA_IMAGE.match(grafana["image"]), grafana["image"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    assert "prometheus" in grafana["depends_on"]
+
+
+def test_grafana_mounts_its_provisioning_read_only(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    found = mounts(grafana)
+    assert found["/etc/grafana/provisioning"] == ("./deploy/grafana/provisioning", "ro")
+    providers = load_yaml(DASHBOARD_PROVIDERS)["providers"]
+    assert [p["type"] for p in providers] == ["file"]
+    path = providers[0]["options"]["path"]
+    assert found[path] == ("./deploy/grafana/dashboards", "ro")
+    assert (ROOT / found[path][0] / DASHBOARD.name).is_file()
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{path}/{DASHBOARD.name}"
+    assert found["/var/lib/grafana"][0] in compose["volumes"]
+
+
+def test_grafana_lets_viewers_in_and_takes_the_admin_password_from_the_environment(
+    services: dict[str, Any],
+) -> None:
+    env = environment(services["grafana"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"  # never Editor or Admin
+    password = DEFAULTED.match(env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert password and password.group("name") == "GRAFANA_ADMIN_PASSWORD"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert env["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
+
+
+def test_grafana_reads_the_stacks_prometheus(services: dict[str, Any]) -> None:
+    source = datasource()
+    assert source["type"] == "prometheus"
+    assert source["access"] == "proxy"  # Grafana's server asks, on the compose network
+    container_ports = {port.rsplit(":", 1)[1] for port in services["prometheus"]["ports"]}
+    assert source["url"] in {f"http://prometheus:{port}" for port in container_ports}
+    scrape = load_yaml(PROMETHEUS)["global"]["scrape_interval"]
+    assert source["jsonData"]["timeInterval"] == scrape
+
+
+def test_the_dashboard_is_a_grafana_dashboard() -> None:
+    board = dashboard()
+    assert 36 <= board["schemaVersion"] <= 41
+    assert board["uid"] and board["title"]
+    ids = [panel["id"] for panel in panels(board)]
+    assert len(ids) == len(set(ids)) >= 7
+    for panel in panels(board):
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            assert expr.count("(") == expr.count(")"), expr
+            assert expr.count("{") == expr.count("}"), expr
+
+
+def test_the_dashboard_uses_the_provisioned_datasource() -> None:
+    uid = datasource()["uid"]
+    board = dashboard()
+    for panel in panels(board):
+        assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == uid, panel["title"]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == uid
+
+
+def test_the_dashboard_asks_only_for_metrics_the_worker_exports() -> None:
+    board = dashboard()
+    exprs = [t["expr"] for p in panels(board) for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in board["templating"]["list"] if v["type"] == "query"]
+    used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+    assert used <= exported_samples(), used - exported_samples()
+    # the panels an operator needs first
+    for name in (
+        "duanka_events_total",
+        "duanka_rejected_total",
+        "duanka_alerts_total",
+        "duanka_alert_latency_seconds_bucket",
+        "duanka_consumer_lag",
+        "duanka_state_keys",
+        "duanka_events_held",
+    ):
+        assert name in used, name
+    quantiles = [e for e in exprs if "histogram_quantile" in e]
+    assert any(e.startswith("histogram_quantile(0.5,") for e in quantiles)
+    assert any(e.startswith("histogram_quantile(0.99,") for e in quantiles)
