@@ -122,13 +122,20 @@ class OrderingStage:
 
     def caught_up(self, tp: TP) -> bool:
         """Whether the worker has read all that partition holds, as far as it knows."""
+        consumer = self.w.app.consumer
         try:
-            highwater = self.w.app.consumer.highwater(tp)
+            highwater = consumer.highwater(tp)
         except (AssertionError, KeyError, AttributeError, TypeError):
             return True
         if highwater is None or highwater <= 0:
             return True
-        return self.offsets.get(tp, -1) + 1 >= highwater
+        if tp in self.offsets:
+            return self.offsets[tp] + 1 >= highwater
+        # Nothing read from it since this worker started: where it resumed
+        # counts. After a rebalance faust sets its read offset to the committed
+        # offset it seeks to (the next record to read), or None if there is none.
+        resumed = getattr(consumer, "_read_offset", {}).get(tp)
+        return resumed is not None and resumed >= highwater
 
     async def forward(self, record: WatchUpdate | EventRecord) -> None:
         w = self.w
