@@ -215,7 +215,7 @@ def short(alert: Alert) -> str:
 
 
 def console_url(settings: Settings) -> str:
-    return f"http://{settings.worker.web_host}:{settings.worker.web_port}/"
+    return f"http://{settings.worker.web_host}:{settings.worker.web_port}/console/"
 
 
 def run_demo(

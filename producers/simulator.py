@@ -390,6 +390,17 @@ class Simulator:
             label, "sim_nonlocal_monthly_limit", "identity", who, [first, second], expected=False
         )
 
+    def local_repeat_lookalike(self) -> None:
+        """A local person with two SIMs in a month: the limit is for non-local IDs only."""
+        who = self.person()
+        day = self._r() * (self.days - 10)
+        first = self.emit("sim.activate", who, self.when(day))
+        second = self.emit("sim.activate", who, self.when(day + 2 + self._r() * 7))
+        label = "local ID, second SIM within 30 days"
+        self.case(
+            label, "sim_nonlocal_monthly_limit", "identity", who, [first, second], expected=False
+        )
+
     def nonlocal_remote(self) -> None:
         who = self.person(self.home())
         event = self.emit("sim.activate", who, self.when(), outlet=self.online_outlet)
@@ -569,6 +580,7 @@ class Simulator:
             self.mailer_lookalike,
             self.nonlocal_repeat,
             self.nonlocal_repeat_lookalike,
+            self.local_repeat_lookalike,
             self.nonlocal_remote,
             self.local_remote_lookalike,
             lambda: self.watchlisted("telecom"),
