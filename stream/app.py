@@ -106,6 +106,12 @@ class Wiring:
             broker_session_timeout=10.0,
             broker_heartbeat_interval=1.0,
             broker_rebalance_timeout=10.0,
+            # The ordering and agent stages hold events, unacknowledged, until
+            # later ones arrive; a rebalance that waited for every event to be
+            # acknowledged would wait for ever. Held events of revoked
+            # partitions are dropped instead (drop_held) and read again by
+            # their new owner from the committed offset.
+            stream_wait_empty=False,
         )
 
     @property
@@ -189,7 +195,15 @@ def create_app(
     app.timer(settings.worker.tick_ms / 1000)(ordering.release)
     app.agent(wiring.identity_topic, name="screen-identity")(IdentityStage(wiring).run)
     app.agent(wiring.outlet_topic, name="screen-outlet")(OutletStage(wiring).run)
-    app.agent(wiring.agent_topic, name="screen-agent")(AgentStage(wiring).run)
+    agents = AgentStage(wiring)
+    app.agent(wiring.agent_topic, name="screen-agent")(agents.run)
+
+    @app.on_partitions_revoked.connect
+    async def drop_held(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = set(args[0])  # the signal is sent with the revoked partitions
+        await ordering.on_revoked(revoked)
+        agents.on_revoked(revoked)
+
     app.timer(PROBE_INTERVAL_S)(wiring.probe().update)
 
     @app.page("/metrics")

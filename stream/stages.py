@@ -120,6 +120,17 @@ class OrderingStage:
             self.w.metrics.late.set(self.order.late)
             await self.maybe_tick(now)
 
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        """Drop what is held from partitions taken away: their new owner reads them again.
+
+        Held events are not acknowledged, so their offsets were never committed.
+        """
+        async with self.lock:
+            self.order.revoke(tp for tp in revoked if tp.topic in self.input_names)
+            for tp in revoked:
+                self.offsets.pop(tp, None)
+            self.w.metrics.held.set(len(self.order))
+
     def caught_up(self, tp: TP) -> bool:
         """Whether the worker has read all that partition holds, as far as it knows."""
         consumer = self.w.app.consumer
@@ -263,6 +274,13 @@ class AgentStage:
             else:
                 event.ack()
             await self.release(queue, marks)
+
+    def on_revoked(self, revoked: set[TP]) -> None:
+        """Drop the signals held from agent partitions taken away: their new owner reads them."""
+        topic = self.w.settings.topics.agent_signals
+        for tp in revoked:
+            if tp.topic == topic:
+                self.held.get(tp.partition, []).clear()
 
     def advance(self, record: SignalRecord | Tick, partition: int) -> dict[int, Key]:
         """Note how far the record's origin has got; return every origin's mark.
