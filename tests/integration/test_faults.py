@@ -7,6 +7,7 @@ Kafka with what replay gives for the same files.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,30 @@ def test_a_worker_of_two_is_killed_and_the_other_takes_over(
     assert not [a for a in missing + extra if a["rule_id"] in IDENTITY_RULES], report
     log = (tmp_path / "one" / "worker.log").read_text(errors="replace")
     assert "Traceback" not in log
+
+
+def test_state_comes_back_from_the_changelogs_alone(
+    own_broker: tuple[int, Path], tmp_path: Path
+) -> None:
+    """A worker killed and started on an empty data directory (a new machine, say)."""
+    port, _ = own_broker
+    run = WorkerRun(f"127.0.0.1:{port}", tmp_path)
+    run.create_topics()
+    world = Simulator(seed=23, days=30).build(ordinary_people=1500, rounds=2)
+    events, watchlist = write_world(world, tmp_path)
+    expected = replay_alerts(run, events, watchlist)
+    first, second = parts(events, 2)
+    try:
+        run.duanka("watchlist", "load", str(watchlist))
+        run.start()
+        run.duanka("produce", "--quiet", str(first))
+        run.read("alerts", until=lambda rs: distinct(rs) >= len(expected) // 3, settle=0)
+        run.kill()
+        shutil.rmtree(tmp_path / "data")  # RocksDB stores and all: only Kafka is left
+        run.duanka("produce", "--quiet", str(second))
+        run.start()
+        records = run.read("alerts", until=lambda rs: distinct(rs) >= len(expected), timeout=180)
+    finally:
+        run.stop()
+    missing, extra = differences(by_alert_id([r.value for r in records]), expected)
+    assert not missing and not extra, f"missing: {named(missing)}, unexpected: {named(extra)}"
