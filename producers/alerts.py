@@ -16,7 +16,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from rules.alert import Alert, decode_alert, encode_alert
+from rules.config import KafkaSecurity
 from rules.errors import DuankaError
+from stream.security import kafka_python_options
 
 
 class AlertTopicMissing(DuankaError):
@@ -43,7 +45,9 @@ def format_alert(alert: Alert) -> str:
     )
 
 
-def open_consumer(bootstrap: str, topic: str, options: ReadOptions) -> KafkaConsumer:
+def open_consumer(
+    bootstrap: str, topic: str, options: ReadOptions, security: KafkaSecurity
+) -> KafkaConsumer:
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=bootstrap.split(","),
@@ -51,9 +55,10 @@ def open_consumer(bootstrap: str, topic: str, options: ReadOptions) -> KafkaCons
             group_id=options.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **kafka_python_options(security),
         )
     except KafkaError as exc:
-        raise DuankaError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
+        raise DuankaError(f"cannot connect to Kafka at {bootstrap}: {exc}") from exc
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         consumer.close()

@@ -37,6 +37,7 @@ from rules.engine import Engine
 from rules.errors import DuankaError
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from rules.replay import replay
+from stream.security import kafka_python_options
 
 # what the demo shows by default: a month, about a minute of streaming
 DEMO_EVENTS = 3_000
@@ -154,7 +155,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def output_consumer(settings: Settings) -> KafkaConsumer:
     """A consumer on the alert and dead-letter topics, placed at their current ends."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), group_id=None)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap.split(","),
+        group_id=None,
+        **kafka_python_options(settings.security),
+    )
     partitions = [
         TopicPartition(topic, partition)
         for topic in (settings.topics.alerts, settings.topics.deadletter)

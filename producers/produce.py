@@ -19,8 +19,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
-from rules.config import Settings
+from rules.config import KafkaSecurity, Settings
 from rules.errors import DuankaError
+from stream.security import kafka_python_options
 
 
 class ProduceError(DuankaError):
@@ -103,7 +104,7 @@ def check_routable(path: Path, settings: Settings, topic: str | None) -> int:
     return count
 
 
-def make_producer(bootstrap: str) -> KafkaProducer:
+def make_producer(bootstrap: str, security: KafkaSecurity) -> KafkaProducer:
     try:
         return KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -113,9 +114,10 @@ def make_producer(bootstrap: str) -> KafkaProducer:
             linger_ms=20,
             batch_size=256 * 1024,
             max_request_size=2 * 1024 * 1024,
+            **kafka_python_options(security),
         )
     except KafkaError as exc:
-        raise ProduceError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
+        raise ProduceError(f"cannot connect to Kafka at {bootstrap}: {exc}") from exc
 
 
 class Pacer:
@@ -151,7 +153,7 @@ def produce_file(
     if not path.is_file():
         raise ProduceError(f"{path}: no such file")
     total = check_routable(path, settings, topic)
-    producer = make_producer(settings.bootstrap)
+    producer = make_producer(settings.bootstrap, settings.security)
     summary = ProduceSummary()
     failures: list[str] = []
     pacer = Pacer(rate)

@@ -23,7 +23,7 @@ def load_file(path: Path, settings: Settings) -> int:
     bad = [line for line in lines if line.record is None]
     for line in bad:
         print(f"{path}:{line.number}: {line.error}", file=sys.stderr)
-    producer = make_producer(settings.bootstrap)
+    producer = make_producer(settings.bootstrap, settings.security)
     failures: list[str] = []
     try:
         for line in lines:
@@ -51,7 +51,7 @@ def remove_entry(id_number: str, settings: Settings) -> int:
     problem = id_number_problem(id_type, id_number)
     if problem is not None:
         raise ProduceError(f"id_number: {problem}")
-    producer = make_producer(settings.bootstrap)
+    producer = make_producer(settings.bootstrap, settings.security)
     try:
         producer.send(
             settings.topics.watchlist,

@@ -60,6 +60,38 @@ class WorkerSettings:
     tick_ms: int = 100
 
 
+PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How every client authenticates to the brokers (`kafka.security`).
+
+    PLAINTEXT sends nothing; SASL_* log in as `username` with `password`
+    (better given in DUANKA_KAFKA_USERNAME / DUANKA_KAFKA_PASSWORD than in a
+    file); SSL and SASL_SSL check the brokers' certificates against
+    `ssl_cafile` (empty: the system's trusted CAs). With SSL the client
+    certificate `ssl_certfile` (and its key, `ssl_keyfile`) names the user.
+    """
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -202,6 +234,7 @@ class RuleSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     bootstrap: str = "127.0.0.1:9092"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
     topics: Topics = field(default_factory=Topics)
     pseudonym_key: str = ""
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -247,18 +280,30 @@ def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -
     """Build Settings from a parsed config document, naming the key of any error."""
     _reject_unknown(document, {"kafka", "topics", "pseudonym", "worker", "rules"}, origin)
     kafka = _section(document, "kafka", origin)
-    _reject_unknown(kafka, {"bootstrap"}, f"{origin}: kafka")
+    _reject_unknown(kafka, {"bootstrap", "security"}, f"{origin}: kafka")
     pseudonym = _section(document, "pseudonym", origin)
     _reject_unknown(pseudonym, {"key"}, f"{origin}: pseudonym")
     rules = _section(document, "rules", origin)
     _reject_unknown(rules, {f.name for f in fields(RuleSettings)}, f"{origin}: rules")
     return Settings(
         bootstrap=_typed(kafka, "bootstrap", str, Settings().bootstrap, f"{origin}: kafka"),
+        security=_security(_section(kafka, "security", f"{origin}: kafka"), origin),
         topics=_build(Topics, _section(document, "topics", origin), f"{origin}: topics"),
         pseudonym_key=_typed(pseudonym, "key", str, "", f"{origin}: pseudonym") or "",
         worker=_build(WorkerSettings, _section(document, "worker", origin), f"{origin}: worker"),
         rules=_rule_settings(rules, f"{origin}: rules"),
     )
+
+
+def _security(section: Mapping[str, Any], origin: str) -> KafkaSecurity:
+    built: KafkaSecurity = _build(KafkaSecurity, section, f"{origin}: kafka.security")
+    return _checked_security(built, f"{origin}: kafka.security")
+
+
+def _checked_security(security: KafkaSecurity, where: str) -> KafkaSecurity:
+    _choice(security.protocol, PROTOCOLS, f"{where}.protocol")
+    _choice(security.sasl_mechanism, SASL_MECHANISMS, f"{where}.sasl_mechanism")
+    return security
 
 
 def _rule_settings(rules: Mapping[str, Any], where: str) -> RuleSettings:
@@ -379,9 +424,26 @@ def apply_environment(settings: Settings, environ: Mapping[str, str]) -> Setting
     return replace(
         settings,
         bootstrap=environ.get("DUANKA_BOOTSTRAP") or settings.bootstrap,
+        security=_security_from_environment(settings.security, environ),
         topics=topics,
         worker=worker,
     )
+
+
+SECURITY_ENV = {
+    "protocol": "DUANKA_KAFKA_PROTOCOL",
+    "username": "DUANKA_KAFKA_USERNAME",
+    "password": "DUANKA_KAFKA_PASSWORD",
+}
+
+
+def _security_from_environment(
+    security: KafkaSecurity, environ: Mapping[str, str]
+) -> KafkaSecurity:
+    given = {key: environ[name] for key, name in SECURITY_ENV.items() if environ.get(name)}
+    if "protocol" in given:
+        _choice(given["protocol"], PROTOCOLS, SECURITY_ENV["protocol"])
+    return replace(security, **given) if given else security
 
 
 def _env_int(environ: Mapping[str, str], name: str) -> int:

@@ -89,10 +89,13 @@ class Wiring:
         self.agents = self.app.Table("agent-state", **tables)
 
     def _make_app(self) -> faust.App:
+        from stream.security import faust_credentials
+
         settings = self.settings
         return faust.App(
             settings.worker.app_id,
             broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
+            broker_credentials=faust_credentials(settings.security),
             store="rocksdb://",
             datadir=str(Path(settings.worker.data_dir)),
             topic_partitions=settings.topics.partitions,

@@ -12,6 +12,14 @@ KRaft controller, and keeps all of its state under ``<data_dir>/broker``:
 - ``broker.pid``: the pid of the running broker (absent when stopped),
 - ``broker.json``: port, controller port, pid and Kafka version of the last start.
 
+Started ``secure``, the broker takes clients on a SASL_PLAINTEXT listener
+(SCRAM-SHA-512, and optionally a SASL_SSL one as well) and authorizes every
+request with KRaft's StandardAuthorizer: nothing is allowed without an ACL,
+except to the super user ``admin``, whose random password is made at the
+first secured start and kept in ``admin.password`` (mode 0600). Its
+controller listener then takes SASL/PLAIN logins of ``admin`` only. A data
+directory set up one way cannot be started the other way.
+
 ``duanka broker start|stop|status`` calls :func:`command`; tests use
 :func:`start` and :func:`stop`. ``DUANKA_KAFKA_VERSION`` overrides the pinned
 :data:`KAFKA_VERSION`, ``DUANKA_CACHE`` the jar cache directory.
@@ -28,6 +36,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +61,13 @@ HOST = "127.0.0.1"
 DEFAULT_DATA_DIR = Path(".duanka")
 #: The Kafka node id of the single combined broker/controller.
 NODE_ID = 1
+#: The super user of a secured broker: its own connections, and whoever manages users and ACLs.
+ADMIN_USER = "admin"
+#: The SASL mechanism of a secured broker's client listeners.
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_ITERATIONS = 8192
+ADMIN_PASSWORD_FILE = "admin.password"
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 POM_PATH = Path(__file__).parent / "kafka" / "pom.xml"
 JVM_OPTS = (
@@ -82,6 +98,25 @@ class BrokerError(Exception):
 
 
 @dataclass(frozen=True)
+class TlsListener:
+    """TLS listeners of a secured broker, beside its SASL_PLAINTEXT one.
+
+    ``port`` takes SASL_SSL: SCRAM logins over TLS. ``keystore`` is a PKCS12
+    file with the broker's private key and its certificate (for 127.0.0.1),
+    protected by ``password``. With ``client_ca`` (PEM), ``cert_port`` takes
+    SSL with a client certificate signed by that CA instead of a password;
+    the certificate's CN is the user name (``CN=carrier`` is ``User:carrier``),
+    for clients whose SCRAM does not work with Kafka 4 (librdkafka < 2.6.1).
+    """
+
+    port: int
+    keystore: Path
+    password: str
+    client_ca: Path | None = None
+    cert_port: int | None = None
+
+
+@dataclass(frozen=True)
 class BrokerInfo:
     """A running local broker."""
 
@@ -90,11 +125,19 @@ class BrokerInfo:
     version: str
     data_dir: Path
     log_path: Path
+    secure: bool = False
+    tls_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
         """The bootstrap servers string for clients: ``127.0.0.1:<port>``."""
         return f"{HOST}:{self.port}"
+
+    def admin_options(self) -> dict[str, str]:
+        """kafka-python options that log in as the super user (secured), or none."""
+        if not self.secure:
+            return {}
+        return _admin_options(admin_password(self.data_dir))
 
 
 # --------------------------------------------------------------------------- jars
@@ -300,9 +343,14 @@ def _read_state(bdir: Path) -> dict[str, object]:
     return state if isinstance(state, dict) else {}
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str, private: bool = False) -> None:
+    """Replace ``path`` at once; ``private`` files (they hold secrets) are the owner's only."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
     tmp.replace(path)
 
 
@@ -313,6 +361,8 @@ def _write_state(bdir: Path, info: BrokerInfo, controller_port: int, cds: _Cds) 
         "pid": info.pid,
         "version": info.version,
         "bootstrap": info.bootstrap,
+        "secure": info.secure,
+        "tls_port": info.tls_port,
         "cds_archive": str(cds.archive),
         "cds_dump": None if cds.dump is None else str(cds.dump),
     }
@@ -320,21 +370,153 @@ def _write_state(bdir: Path, info: BrokerInfo, controller_port: int, cds: _Cds) 
     _write_atomic(bdir / "broker.pid", f"{info.pid}\n")
 
 
+def admin_password(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    """The super user's password of the secured broker of ``data_dir``."""
+    path = _broker_dir(data_dir) / ADMIN_PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise BrokerError(f"no admin password in {_shown(path)}: is the broker secured?") from exc
+
+
+def _admin_options(password: str) -> dict[str, str]:
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": SCRAM_MECHANISM,
+        "sasl_plain_username": ADMIN_USER,
+        "sasl_plain_password": password,
+    }
+
+
+@dataclass(frozen=True)
+class _Access:
+    """How a broker is secured: the super user's password and an optional TLS listener."""
+
+    admin_password: str
+    tls: TlsListener | None = None
+
+
+def _access(bdir: Path, secure: bool, tls: TlsListener | None) -> _Access | None:
+    """The access settings to start with, checked against how the data directory was set up.
+
+    The super user's SCRAM credential is written into the metadata log when
+    the storage is formatted, so a directory formatted plain cannot be
+    secured later; and starting a secured one plain would open it to anyone.
+    """
+    if tls is not None and not secure:
+        raise BrokerError("a TLS listener is only offered by a secured broker (--secure)")
+    if tls is not None and (tls.client_ca is None) != (tls.cert_port is None):
+        raise BrokerError("client certificates need both a CA (client_ca) and a port (cert_port)")
+    password_path = bdir / ADMIN_PASSWORD_FILE
+    formatted = (bdir / "data" / "meta.properties").exists()
+    if not secure:
+        if password_path.exists():
+            raise BrokerError(
+                f"{_shown(bdir.parent)} holds a secured broker: start it with --secure"
+            )
+        return None
+    if formatted and not password_path.exists():
+        raise BrokerError(
+            f"{_shown(bdir.parent)} holds a broker set up without access control; "
+            "start a secured one in another --dir"
+        )
+    if not password_path.exists():
+        _write_atomic(password_path, secrets.token_urlsafe(24) + "\n", private=True)
+    return _Access(password_path.read_text().strip(), tls)
+
+
+def _scram_credential(password: str) -> str:
+    """The super user's credential for ``kafka-storage format --add-scram``, salted here.
+
+    Only the salted password appears on the formatting command's line.
+    """
+    salt = secrets.token_bytes(24)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+    encoded = [base64.b64encode(value).decode() for value in (salt, salted)]
+    return (
+        f"{SCRAM_MECHANISM}=[name={ADMIN_USER},iterations={SCRAM_ITERATIONS},"
+        f'salt="{encoded[0]}",saltedpassword="{encoded[1]}"]'
+    )
+
+
 def _remove_pid_file(bdir: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (bdir / "broker.pid").unlink()
 
 
-def _server_properties(bdir: Path, port: int, controller_port: int) -> str:
+def _listener_settings(port: int, controller_port: int, access: _Access | None) -> dict[str, str]:
+    if access is None:
+        return {
+            "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+        }
+    clients = [f"SASL_PLAINTEXT://{HOST}:{port}"]
+    tls = access.tls
+    if tls is not None:
+        clients.append(f"SASL_SSL://{HOST}:{tls.port}")
+        if tls.client_ca is not None:
+            clients.append(f"SSL://{HOST}:{tls.cert_port}")
+    password = access.admin_password
+    scram_login = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{ADMIN_USER}" password="{password}";'
+    )
+    settings = {
+        "listeners": ",".join([*clients, f"CONTROLLER://{HOST}:{controller_port}"]),
+        "advertised.listeners": ",".join(clients),
+        "listener.security.protocol.map": (
+            "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SASL_PLAINTEXT"
+        ),
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram_login,
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram_login,
+        # SCRAM credentials live in the metadata log the controller serves, so
+        # the controller listener takes PLAIN logins, of the super user only.
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{ADMIN_USER}" password="{password}" user_{ADMIN_USER}="{password}";'
+        ),
+        "authorizer.class.name": AUTHORIZER,
+        "super.users": f"User:{ADMIN_USER}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+    if tls is not None:
+        settings.update(_tls_settings(tls))
+    return settings
+
+
+def _tls_settings(tls: TlsListener) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for listener in ("sasl_ssl", "ssl") if tls.client_ca is not None else ("sasl_ssl",):
+        prefix = f"listener.name.{listener}.ssl"
+        settings[f"{prefix}.keystore.type"] = "PKCS12"
+        settings[f"{prefix}.keystore.location"] = str(tls.keystore)
+        settings[f"{prefix}.keystore.password"] = tls.password
+    if tls.client_ca is not None:
+        settings["listener.name.ssl.ssl.client.auth"] = "required"
+        settings["listener.name.ssl.ssl.truststore.type"] = "PEM"
+        settings["listener.name.ssl.ssl.truststore.location"] = str(tls.client_ca)
+        # the user of a client certificate is its CN, as a SCRAM user is its name
+        settings["ssl.principal.mapping.rules"] = "RULE:^CN=([^,]+)(,.*)?$/$1/,DEFAULT"
+    return settings
+
+
+def _server_properties(
+    bdir: Path, port: int, controller_port: int, access: _Access | None = None
+) -> str:
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "controller.quorum.voters": f"{NODE_ID}@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        **_listener_settings(port, controller_port, access),
         "log.dirs": str(bdir / "data"),
         "num.partitions": "4",
         "default.replication.factor": "1",
@@ -526,8 +708,11 @@ def _quiet_kafka_logging() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _answers(port: int) -> bool:
-    """Whether a Kafka broker at 127.0.0.1:``port`` answers a metadata request."""
+def _answers(port: int, options: dict[str, str]) -> bool:
+    """Whether a Kafka broker at 127.0.0.1:``port`` answers a metadata request.
+
+    ``options`` are the kafka-python security options to log in with.
+    """
     try:
         with socket.create_connection((HOST, port), timeout=0.5):
             pass
@@ -543,6 +728,7 @@ def _answers(port: int) -> bool:
                 request_timeout_ms=3000,
                 bootstrap_timeout_ms=3000,
                 reconnect_backoff_max_ms=500,
+                **options,
             )
         except Exception:
             return False
@@ -569,7 +755,16 @@ def status(data_dir: Path = DEFAULT_DATA_DIR) -> BrokerInfo | None:
     version = state.get("version")
     if not isinstance(port, int) or not isinstance(version, str):
         return None
-    return BrokerInfo(port, pid, version, bdir.parent, bdir / "broker.log")
+    tls_port = state.get("tls_port")
+    return BrokerInfo(
+        port,
+        pid,
+        version,
+        bdir.parent,
+        bdir / "broker.log",
+        secure=state.get("secure") is True,
+        tls_port=tls_port if isinstance(tls_port, int) else None,
+    )
 
 
 def start(
@@ -579,15 +774,19 @@ def start(
     *,
     version: str | None = None,
     die_with_parent: bool = False,
+    secure: bool = False,
+    tls: TlsListener | None = None,
 ) -> BrokerInfo:
     """Start a broker for ``data_dir`` on 127.0.0.1:``port`` and wait until it answers.
 
     If one is already running for ``data_dir``, say so (stderr) and return it.
     ``version`` defaults to :func:`kafka_version`. With ``die_with_parent`` the
     broker is sent SIGTERM when the calling thread's process dies (Linux); tests
-    use it so that a killed test run leaves no JVM behind.
+    use it so that a killed test run leaves no JVM behind. ``secure`` turns on
+    SASL/SCRAM and ACLs (see the module's docstring), ``tls`` adds TLS listeners
+    to a secured broker.
     """
-    info, started = _start(port, data_dir, timeout, version, die_with_parent)
+    info, started = _start(port, data_dir, timeout, version, die_with_parent, secure, tls)
     if not started:
         print(
             f"Kafka broker already running at {info.bootstrap} (pid {info.pid}) "
@@ -598,7 +797,13 @@ def start(
 
 
 def _start(
-    port: int, data_dir: Path, timeout: float, version: str | None, die_with_parent: bool
+    port: int,
+    data_dir: Path,
+    timeout: float,
+    version: str | None,
+    die_with_parent: bool,
+    secure: bool = False,
+    tls: TlsListener | None = None,
 ) -> tuple[BrokerInfo, bool]:
     """Start (or find) the broker; the flag tells whether it was started by this call."""
     deadline = time.monotonic() + timeout
@@ -608,21 +813,28 @@ def _start(
         return running, False
     version = _checked_version(version or kafka_version())
     _check_port_free(port)
+    if tls is not None:
+        for tls_port in (tls.port, tls.cert_port):
+            if tls_port is not None:
+                _check_port_free(tls_port)
     java = _java()
     libs = ensure_jars(version)
     bdir = _broker_dir(data_dir)
     bdir.mkdir(parents=True, exist_ok=True)
+    access = _access(bdir, secure, tls)
     _remove_pid_file(bdir)
     controller_port = _controller_port(bdir, port)
     props = _props_path(bdir)
-    _write_atomic(props, _server_properties(bdir, port, controller_port))
+    properties = _server_properties(bdir, port, controller_port, access)
+    _write_atomic(props, properties, private=access is not None)
     jvm = _Jvm(java, libs, _logging_option(bdir, version), bdir / "broker.log")
     cds = _cds(java, libs)
-    _format_storage(jvm, bdir, cds)
+    _format_storage(jvm, bdir, cds, access)
     offset = jvm.log_path.stat().st_size if jvm.log_path.exists() else 0
     deadline = time.monotonic() + timeout
     pid = _launch(jvm, cds, props, die_with_parent)
-    info = BrokerInfo(port, pid, version, bdir.parent, jvm.log_path)
+    tls_port = None if tls is None else tls.port
+    info = BrokerInfo(port, pid, version, bdir.parent, jvm.log_path, secure, tls_port)
     _write_state(bdir, info, controller_port, cds)
     try:
         _wait_until_answering(info, deadline, timeout, offset)
@@ -654,13 +866,19 @@ def _java() -> str:
     return java
 
 
-def _format_storage(jvm: _Jvm, bdir: Path, cds: _Cds) -> None:
-    """Format the KRaft storage on first start (skipped when meta.properties exists)."""
+def _format_storage(jvm: _Jvm, bdir: Path, cds: _Cds, access: _Access | None) -> None:
+    """Format the KRaft storage on first start (skipped when meta.properties exists).
+
+    A secured broker's super user gets its SCRAM credential here, in the
+    metadata log, so that it can log in before any other user exists.
+    """
     if (bdir / "data" / "meta.properties").exists():
         return
     options = ("-Xmx256m",) if cds.dump is not None else ("-Xmx256m", *cds.options)
     args = [*jvm.args(*options), "kafka.tools.StorageTool", "format", "-t", _cluster_id()]
     args += ["-c", str(_props_path(bdir))]
+    if access is not None:
+        args += ["--add-scram", _scram_credential(access.admin_password)]
     try:
         done = subprocess.run(
             args, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S, check=False
@@ -707,7 +925,7 @@ def _wait_until_answering(info: BrokerInfo, deadline: float, timeout: float, off
                 f"the Kafka broker exited{how} before answering at {info.bootstrap}:\n"
                 f"{_problems(info.log_path, offset)}\n(log: {_shown(info.log_path)})"
             )
-        if _answers(info.port):
+        if _answers(info.port, info.admin_options()):
             return
         if time.monotonic() >= deadline:
             raise BrokerError(
@@ -760,24 +978,31 @@ def _shown(path: Path) -> str:
 
 
 def _describe(info: BrokerInfo, state: str = "running") -> str:
-    return (
+    text = (
         f"Kafka {info.version} broker {state} at {info.bootstrap} (pid {info.pid}); "
         f"log: {_shown(info.log_path)}"
     )
+    if info.secure:
+        password = _broker_dir(info.data_dir) / ADMIN_PASSWORD_FILE
+        text += (
+            f"\nsecured: SASL_PLAINTEXT with {SCRAM_MECHANISM} and ACLs; super user "
+            f"{ADMIN_USER!r}, password in {_shown(password)}"
+        )
+    return text
 
 
-def command(action: str, port: int, data_dir: Path) -> int:
+def command(action: str, port: int, data_dir: Path, secure: bool = False) -> int:
     """``duanka broker start|stop|status``: print what happened, return the exit code."""
     try:
-        return _command(action, port, data_dir)
+        return _command(action, port, data_dir, secure)
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
-def _command(action: str, port: int, data_dir: Path) -> int:
+def _command(action: str, port: int, data_dir: Path, secure: bool) -> int:
     if action == "start":
-        info, started = _start(port, data_dir, 90.0, None, False)
+        info, started = _start(port, data_dir, 90.0, None, False, secure)
         print(_describe(info, "running" if started else "already running"))
         return 0
     if action == "stop":

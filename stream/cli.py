@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_broker(commands)
     _add_topics(commands)
+    _add_users(commands)
+    _add_acls(commands)
     _add_worker(commands)
     _add_produce(commands)
     _add_alerts(commands)
@@ -73,13 +75,19 @@ def _add_broker(commands: Commands) -> None:
     broker.add_argument(
         "--dir", type=Path, default=Path(".duanka"), help="data directory (default .duanka)"
     )
+    broker.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL/SCRAM logins and ACLs (see docs/security.md); for a new --dir, or one "
+        "first started so",
+    )
     broker.set_defaults(handler=_broker)
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from stream.broker import command
 
-    return command(args.action, args.port, args.dir)
+    return command(args.action, args.port, args.dir, secure=args.secure)
 
 
 def _add_topics(commands: Commands) -> None:
@@ -95,6 +103,74 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     for spec in topic_specs(settings):
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name:<28} {spec.partitions} partitions  {state}")
+    return 0
+
+
+def _add_users(commands: Commands) -> None:
+    users = commands.add_parser(
+        "users", help="store a user's SCRAM password on the brokers (run as the admin user)"
+    )
+    users.add_argument("action", choices=["add"])
+    users.add_argument("name")
+    users.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    users.set_defaults(handler=_users)
+
+
+def _users(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.security import add_user
+    from stream.topics import admin_client
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise DuankaError("the two passwords differ")
+    admin = admin_client(settings)
+    try:
+        add_user(admin, args.name, password, settings.security.sasl_mechanism)
+    finally:
+        admin.close()
+    print(f"stored a {settings.security.sasl_mechanism} credential for {args.name}")
+    return 0
+
+
+def _add_acls(commands: Commands) -> None:
+    acls = commands.add_parser(
+        "acls", help="show, or apply (as the admin user), the ACLs each party needs"
+    )
+    acls.add_argument("action", choices=["show", "apply"])
+    acls.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="ROLE=NAME",
+        help="the user of a party (carrier, bank, police, watchlist, worker); repeat for "
+        "several, e.g. --user carrier=mobile --user carrier=unicom (default: the role's name, "
+        "duanka for the worker)",
+    )
+    acls.set_defaults(handler=_acls)
+
+
+def _acls(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.security import Parties, acl_set, apply_acls, describe_acl
+    from stream.topics import admin_client
+
+    acls = acl_set(settings, Parties().named(args.user))
+    if args.action == "apply":
+        admin = admin_client(settings)
+        try:
+            apply_acls(admin, acls)
+        finally:
+            admin.close()
+    for acl in acls:
+        print(describe_acl(acl))
+    if args.action == "apply":
+        print(f"applied {len(acls)} ACLs", file=sys.stderr)
     return 0
 
 
@@ -161,7 +237,7 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
         start="end" if args.from_now else "beginning",
         group=args.group,
     )
-    consumer = open_consumer(settings.bootstrap, settings.topics.alerts, options)
+    consumer = open_consumer(settings.bootstrap, settings.topics.alerts, options, settings.security)
     skipped = lambda message: print(message, file=sys.stderr)  # noqa: E731
     try:
         alerts = read_alerts(consumer, options, on_skip=skipped)

@@ -29,9 +29,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from rules.alert import SEVERITIES, Alert, decode_alert, encode_alert
-from rules.config import RuleSettings, Settings
+from rules.config import KafkaSecurity, RuleSettings, Settings
 from rules.errors import InvalidAlert
 from rules.regions import PROVINCES
+from stream.security import aiokafka_options
 
 log = logging.getLogger("duanka.console")
 
@@ -191,7 +192,9 @@ class Console:
         }
 
 
-async def read_alert_topic(console: Console, bootstrap: str, topic: str) -> None:
+async def read_alert_topic(
+    console: Console, bootstrap: str, topic: str, security: KafkaSecurity
+) -> None:
     """Feed `console` from the alert topic until cancelled.
 
     The console must never stop the screening: any failure is logged, shown
@@ -200,7 +203,7 @@ async def read_alert_topic(console: Console, bootstrap: str, topic: str) -> None
     next_offsets: dict[Any, int] = {}
     while True:
         try:
-            await _read(console, bootstrap, topic, next_offsets)
+            await _read(console, bootstrap, topic, security, next_offsets)
         except Exception as error:
             console.status = f"error: {type(error).__name__}, retrying"
             # Kafka's errors say what went wrong; others might quote a record
@@ -209,7 +212,13 @@ async def read_alert_topic(console: Console, bootstrap: str, topic: str) -> None
             await asyncio.sleep(RETRY_S)
 
 
-async def _read(console: Console, bootstrap: str, topic: str, next_offsets: dict[Any, int]) -> None:
+async def _read(
+    console: Console,
+    bootstrap: str,
+    topic: str,
+    security: KafkaSecurity,
+    next_offsets: dict[Any, int],
+) -> None:
     # No group: the consumer is assigned every partition of the topic (also
     # ones added later) and, with nothing committed, starts at the beginning.
     consumer = AIOKafkaConsumer(
@@ -219,6 +228,7 @@ async def _read(console: Console, bootstrap: str, topic: str, next_offsets: dict
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **aiokafka_options(security),
     )
     try:
         await consumer.start()
@@ -287,7 +297,7 @@ def install_console(app: Any, settings: Settings) -> Console:
 
     @app.task
     async def read_alerts_for_console() -> None:
-        await read_alert_topic(console, settings.bootstrap, topic)
+        await read_alert_topic(console, settings.bootstrap, topic, settings.security)
 
     @app.page("/console/")
     async def console_index(web: Any, request: Any) -> Any:

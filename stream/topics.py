@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 
 from rules.config import Settings
 from rules.errors import DuankaError
+from stream.security import kafka_python_options
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +43,25 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
-def admin_client(bootstrap: str, timeout_s: float = 15.0) -> KafkaAdminClient:
+def admin_client(settings: Settings, timeout_s: float = 15.0) -> KafkaAdminClient:
+    """An admin client logged in as `kafka.security` says."""
     try:
         return KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
+            bootstrap_servers=settings.bootstrap.split(","),
             client_id="duanka-admin",
             request_timeout_ms=int(timeout_s * 1000),
+            **kafka_python_options(settings.security),
         )
     except KafkaError as exc:
-        raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
+        raise KafkaUnavailable(
+            f"cannot use the Kafka brokers at {settings.bootstrap}: {exc}"
+        ) from exc
 
 
 def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
     """Create the topics that are missing; return the names created."""
     wanted = specs if specs is not None else topic_specs(settings)
-    admin = admin_client(settings.bootstrap)
+    admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +49,19 @@ class WorkerRun:
     web_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # kafka.security of the config (protocol, ...); empty: PLAINTEXT
+    security: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topics = {name: f"{name}-{self.run}" for name in TOPIC_NAMES}
         self.config = self.root / "config.yaml"
+        kafka: dict[str, Any] = {"bootstrap": self.bootstrap}
+        if self.security:
+            kafka["security"] = self.security
         self.config.write_text(
             yaml.safe_dump(
                 {
-                    "kafka": {"bootstrap": self.bootstrap},
+                    "kafka": kafka,
                     "topics": {**self.topics, "partitions": self.partitions},
                     "pseudonym": {"key": KEY},
                     "worker": {
@@ -74,10 +79,14 @@ class WorkerRun:
     def log(self) -> Path:
         return self.root / "worker.log"
 
-    def duanka(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+    def duanka(
+        self, *args: str, env: Mapping[str, str] | None = None, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a `duanka` command with this config; `env` adds to the environment."""
         return subprocess.run(
             [sys.executable, "-m", "stream.cli", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
+            input=stdin,
             check=True,
             capture_output=True,
         )
@@ -85,13 +94,14 @@ class WorkerRun:
     def create_topics(self) -> None:
         self.duanka("topics", "create")
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
+        """Start `duanka worker` (with `args`, such as "--loglevel", "debug"), logging to `log`."""
         self.starts += 1
         with self.log.open("ab") as out:
             out.write(f"\n==== start {self.starts} ====\n".encode())
             out.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker"],
+                [sys.executable, "-m", "stream.cli", "worker", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -146,6 +156,26 @@ class WorkerRun:
             return records
         finally:
             consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Every record of `topic`, from the start up to its end offsets as of the call."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end in {timeout} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
 
 
 def write_world(world: World, root: Path) -> tuple[Path, Path]:

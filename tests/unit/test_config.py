@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules.config import Settings, load_settings, settings_from_mapping
+from rules.config import KafkaSecurity, Settings, load_settings, settings_from_mapping
 from rules.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +52,15 @@ def test_config_env_names_the_file(tmp_path: Path) -> None:
         ),
         ({"rules": {"sim_mail_out_of_province": {"enabled": "yes"}}}, "must be true or false"),
         ({"kafka": []}, "kafka must be a mapping"),
+        ({"kafka": {"security": {"user": "x"}}}, r"kafka.security: unknown key\(s\) user"),
+        (
+            {"kafka": {"security": {"protocol": "TLS"}}},
+            "kafka.security.protocol: 'TLS' is not one of",
+        ),
+        (
+            {"kafka": {"security": {"sasl_mechanism": "GSSAPI"}}},
+            "kafka.security.sasl_mechanism: 'GSSAPI' is not one of",
+        ),
     ],
 )
 def test_bad_settings_name_the_key(document: dict[str, object], message: str) -> None:
@@ -102,3 +111,28 @@ def test_topic_names_cover_every_topic() -> None:
         "outlet_events": "duanka.outlet-events",
         "agent_signals": "duanka.agent-signals",
     }
+
+
+def test_kafka_security_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    security = {"protocol": "SASL_SSL", "username": "file-user", "ssl_cafile": "/etc/ca.pem"}
+    path.write_text(yaml.safe_dump({"kafka": {"security": security}}))
+    assert load_settings(path, environ={}).security == KafkaSecurity(
+        protocol="SASL_SSL", username="file-user", ssl_cafile="/etc/ca.pem"
+    )
+    environ = {
+        "DUANKA_KAFKA_PROTOCOL": "SASL_PLAINTEXT",
+        "DUANKA_KAFKA_USERNAME": "duanka",
+        "DUANKA_KAFKA_PASSWORD": "s3cret",
+    }
+    settings = load_settings(path, environ=environ)
+    assert settings.security == KafkaSecurity(
+        protocol="SASL_PLAINTEXT", username="duanka", password="s3cret", ssl_cafile="/etc/ca.pem"
+    )
+    # the password must not show up wherever the settings are printed or logged
+    assert "s3cret" not in repr(settings)
+
+
+def test_bad_protocol_in_environment() -> None:
+    with pytest.raises(ConfigError, match="DUANKA_KAFKA_PROTOCOL: 'SASL' is not one of"):
+        load_settings(REPO / "config.yaml", environ={"DUANKA_KAFKA_PROTOCOL": "SASL"})
