@@ -45,6 +45,16 @@ RAW: dict[str, Any] = {
     "value_serializer": "raw",
 }
 
+# Loggers whose debug messages print whole Kafka records (keys and values) or
+# the raw requests and responses that carry them: input records hold id
+# numbers, so these stay at info even when the worker runs at debug.
+RECORD_LOGGERS = (
+    "aiokafka.conn",
+    "aiokafka.producer.producer",
+    "faust.topics",
+    "faust.transport.drivers.aiokafka",
+)
+
 DEV_KEY_WARNING = (
     "pseudonyms use the built-in development key: set DUANKA_PSEUDONYM_KEY "
     "(or pseudonym.key in config.yaml) to a secret before screening real data"
@@ -233,6 +243,8 @@ def run_worker(settings: Settings, environ: dict[str, str], loglevel: str = "inf
         print(f"warning: {DEV_KEY_WARNING}", file=sys.stderr)
     ensure_topics(settings)
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
+    for name in RECORD_LOGGERS:  # faust's logging setup leaves these levels alone
+        logging.getLogger(name).setLevel(logging.INFO)
     app = create_app(settings, pseudonymizer)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
