@@ -1,11 +1,13 @@
-"""Replay benchmark: events per second and peak memory of `duanka replay`.
+"""Replay benchmark: events per second and peak memory of `duanka replay`, by size.
 
-    .venv/bin/python bench/replay.py [--events 1000000] [--days 365]
+    .venv/bin/python bench/replay.py [--events 1000000 5000000] [--days 365]
 
-Generates a simulated province (ordinary business plus every injected case)
-of about --events events, runs `duanka replay` on it in a child process, and
-prints the rate and the child's peak resident memory. Writes the figures to
-bench/results/replay.json.
+For each size, `duanka simulate` writes a province (ordinary business plus
+every injected case) of about that many events over --days, and `duanka
+replay` runs over it; both run as child processes, and each child's own peak
+resident memory is read from the kernel when it exits. Prints one row per
+size, with the memory per identity, so how memory grows with the number of
+identities shows; writes the rows to bench/results/replay.json.
 """
 
 from __future__ import annotations
@@ -14,83 +16,104 @@ import argparse
 import json
 import os
 import platform
-import resource
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
-from producers.simulator import iter_lines, simulate
-
 RESULTS = Path(__file__).parent / "results"
 
 
-def generate(path: Path, events: int, days: int) -> tuple[int, float, int]:
+def run_child(command: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in bytes and output of a child process; exits if it fails."""
     started = time.perf_counter()
-    world = simulate(events, days=days, seed=2026)
-    people = world.people
-    with path.open("wb") as out:
-        for line in iter_lines(world.events):
-            out.write(line + b"\n")
-    watchlist = path.with_name("watchlist.jsonl")
-    watchlist.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in world.watchlist))
-    return len(world.events), time.perf_counter() - started, people
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{text}")
+    return seconds, usage.ru_maxrss * 1024, text
 
 
-def run_replay(events: Path) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in bytes, and the summary the command printed."""
-    out = events.with_name("alerts.jsonl")
-    command = [
-        sys.executable,
-        "-m",
-        "stream.cli",
-        "replay",
-        str(events),
-        "--quiet",
-        "--watchlist",
-        str(events.with_name("watchlist.jsonl")),
-        "--out",
-        str(out),
-    ]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, peak_kib * 1024, done.stderr
+def duanka(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stream.cli", *args]
+
+
+def measure(events: int, days: int, directory: Path) -> dict[str, object]:
+    gen_seconds, gen_peak, said = run_child(
+        duanka("simulate", "--out", str(directory), "--events", str(events), "--days", str(days))
+    )
+    truth = directory / "truth.jsonl"
+    files = directory / "events.jsonl", directory / "watchlist.jsonl"
+    count = sum(1 for _ in files[0].open("rb"))
+    people = re.search(r"by ([\d,]+) people", said)
+    assert people, said
+    identities = int(people[1].replace(",", ""))
+    seconds, peak, summary = run_child(
+        duanka(
+            "replay",
+            str(files[0]),
+            "--quiet",
+            "--watchlist",
+            str(files[1]),
+            "--out",
+            str(directory / "alerts.jsonl"),
+        )
+    )
+    alerts = sum(1 for _ in (directory / "alerts.jsonl").open("rb"))
+    for path in (*files, truth, directory / "alerts.jsonl"):
+        path.unlink()
+    return {
+        "events": count,
+        "identities": identities,
+        "days": days,
+        "alerts": alerts,
+        "simulate_seconds": round(gen_seconds, 1),
+        "simulate_peak_rss_mib": round(gen_peak / 2**20),
+        "replay_seconds": round(seconds, 1),
+        "events_per_second": round(count / seconds),
+        "peak_rss_mib": round(peak / 2**20),
+        "bytes_per_identity": round(peak / identities),
+        "summary": summary.strip(),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--days", type=int, default=365)
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory(prefix="duanka-bench-") as tmp:
-        path = Path(tmp) / "events.jsonl"
-        count, gen_seconds, people = generate(path, args.events, args.days)
-        size = path.stat().st_size
-        seconds, peak, summary = run_replay(path)
+        for events in args.events:
+            rows.append(measure(events, args.days, Path(tmp)))
+            print(f"done: {rows[-1]['events']:,} events", file=sys.stderr)
+    columns = [
+        "events",
+        "identities",
+        "alerts",
+        "replay_seconds",
+        "events_per_second",
+        "peak_rss_mib",
+        "bytes_per_identity",
+        "simulate_seconds",
+    ]
+    print("  ".join(f"{c:>17}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{row[c]:>17,}" for c in columns))
     figures = {
         "benchmark": "replay",
-        "events": count,
-        "identities": people,
-        "days": args.days,
-        "file_bytes": size,
-        "generate_seconds": round(gen_seconds, 2),
-        "replay_seconds": round(seconds, 2),
-        "events_per_second": round(count / seconds),
-        "peak_rss_mib": round(peak / 2**20, 1),
+        "rows": rows,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    print(summary.strip())
-    print()
-    width = max(map(len, figures))
-    for name, value in figures.items():
-        print(f"{name:<{width}}  {value}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "replay.json").write_text(json.dumps(figures, indent=2) + "\n")
     return 0
