@@ -62,11 +62,10 @@ from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
 from rules.replay import replay
 from stream import broker
-from stream.topics import ensure_topics
+from stream.topics import TABLES, changelog_topic, ensure_topics
 
 RESULTS = Path(__file__).parent / "results"
 KEY = "benchmark-pseudonym-key"
-TABLES = ("identity-state", "outlet-state", "agent-state")
 
 
 # ------------------------------------------------------------------ broker and config
@@ -475,7 +474,7 @@ def run_worker(
         worker_cpu = cpu_seconds(worker.process.pid)
         broker_cpu = cpu_seconds(kafka.pid) - broker_cpu
         topics = settings.topics
-        changelogs = {f"{table}-changelog": changelog(settings, table) for table in TABLES}
+        changelogs = {f"{table}-changelog": changelog_topic(settings, table) for table in TABLES}
         internal = {
             "identity_events": topics.identity_events,
             "outlet_events": topics.outlet_events,
@@ -503,11 +502,6 @@ def run_worker(
         "alerts": received,
         "profile": profile,
     }
-
-
-def changelog(settings: Settings, table: str) -> str:
-    """The name faust gives a table's changelog topic."""
-    return f"{settings.worker.app_id}-{table}-changelog"
 
 
 def profile_worker(worker: Worker, seconds: int, keep: Path | None, root: Path) -> dict[str, Any]:

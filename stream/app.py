@@ -34,6 +34,7 @@ from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.console import install_console
 from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
+from stream.topics import TABLES
 
 log = logging.getLogger("duanka.worker")
 T = TypeVar("T")
@@ -94,9 +95,20 @@ class Wiring:
             "default": None,
             "partitions": topics.partitions,
         }
-        self.identities = self.app.Table("identity-state", **tables)
-        self.outlets = self.app.Table("outlet-state", **tables)
-        self.agents = self.app.Table("agent-state", **tables)
+        self.identities, self.outlets, self.agents = (
+            self.app.Table(name, **tables) for name in TABLES
+        )
+        # `ensure_topics` has checked that these topics have `topics.partitions`.
+        # Faust checks it again on a table's first write, from its consumer's
+        # metadata, which can lack a topic for a while after a start or a
+        # rebalance; it then reads 0 partitions and crashes the stage.
+        written_from: list[tuple[Any, str]] = [
+            (self.identities, topics.identity_events),
+            (self.outlets, topics.outlet_events),
+            (self.agents, topics.agent_signals),
+        ]
+        for table, source in written_from:
+            table._verified_source_topics_for_partitions.add(source)
 
     def _make_app(self) -> faust.App:
         from stream.security import faust_credentials

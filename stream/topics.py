@@ -1,7 +1,11 @@
 """The topics duanka uses, and making them before anything runs.
 
 Faust's producer crashes when it sends to a topic that did not exist when it
-started, so the worker (and `duanka topics create`) make them all first.
+started, so the worker (and `duanka topics create`) make them all first,
+the tables' changelog topics too. Faust would make those itself at start,
+but its consumer may then not see them in its metadata yet: faust reads a
+missing topic as 0 partitions and the stage writing that table crashes with
+`PartitionsMismatch`, again and again until the metadata catches up.
 """
 
 from __future__ import annotations
@@ -21,8 +25,16 @@ log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
 
 
+# the worker's tables; each has a changelog topic named after the app id
+TABLES = ("identity-state", "outlet-state", "agent-state")
+
+
 class KafkaUnavailable(DuankaError):
     """The brokers did not answer, or refused an administrative request."""
+
+
+class TopicMismatch(DuankaError):
+    """A topic exists with another number of partitions than the config says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +43,31 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     configs: tuple[tuple[str, str], ...] = ()
+    # the worker's own topics and changelogs must have exactly `partitions`:
+    # a table's partition is its topic's partition (the others may differ)
+    exact: bool = False
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic duanka reads or writes; the watchlist is compacted."""
+    """Every topic duanka reads or writes; the watchlist and changelogs are compacted."""
     topics = settings.topics
+    compact = (("cleanup.policy", "compact"),)
     specs = []
+    internal = {topics.identity_events, topics.outlet_events, topics.agent_signals}
     for key, name in topics.names().items():
-        configs = (("cleanup.policy", "compact"),) if key == "watchlist" else ()
-        specs.append(TopicSpec(name, topics.partitions, topics.replication_factor, configs))
+        configs = compact if key == "watchlist" else ()
+        specs.append(
+            TopicSpec(name, topics.partitions, topics.replication_factor, configs, name in internal)
+        )
+    for table in TABLES:
+        name = changelog_topic(settings, table)
+        specs.append(TopicSpec(name, topics.partitions, topics.replication_factor, compact, True))
     return specs
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The name faust gives a table's changelog topic."""
+    return f"{settings.worker.app_id}-{table}-changelog"
 
 
 def admin_client(settings: Settings, timeout_s: float = 15.0) -> KafkaAdminClient:
@@ -59,11 +86,17 @@ def admin_client(settings: Settings, timeout_s: float = 15.0) -> KafkaAdminClien
 
 
 def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
-    """Create the topics that are missing; return the names created."""
+    """Create the topics that are missing; return the names created.
+
+    Raises TopicMismatch if one of the worker's own topics or changelogs
+    exists with another number of partitions: the stages and their tables
+    must be partitioned alike.
+    """
     wanted = specs if specs is not None else topic_specs(settings)
     admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
+        _check_partitions(admin, [spec for spec in wanted if spec.exact and spec.name in existing])
         missing = [spec for spec in wanted if spec.name not in existing]
         if not missing:
             return []
@@ -87,6 +120,26 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> l
     for name in created:
         log.info("created topic %s", name)
     return created
+
+
+def _check_partitions(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:
+    if not specs:
+        return
+    found = {
+        topic["name"]: len(topic["partitions"])
+        for topic in admin.describe_topics([spec.name for spec in specs])
+    }
+    wrong = [spec for spec in specs if found.get(spec.name, spec.partitions) != spec.partitions]
+    if wrong:
+        lines = [
+            f"topic {spec.name} has {found[spec.name]} partitions, config says {spec.partitions}"
+            for spec in wrong
+        ]
+        raise TopicMismatch(
+            "; ".join(lines) + ": set topics.partitions to match, or recreate the topics"
+            " (an existing topic's partitions cannot be reduced, and adding some moves keys"
+            " away from their state)"
+        )
 
 
 def _created(response: dict[str, object]) -> list[str]:
