@@ -52,7 +52,9 @@ class Reorderer(Generic[P]):
 
     def revoke(self, partitions: Iterable[P]) -> list[Any]:
         """Stop waiting on `partitions`; return their held items, which are dropped."""
-        gone = set(partitions)
+        gone = set(partitions) & self.partitions
+        if not gone:  # filtering the heap costs as much as all it holds: only when needed
+            return []
         self.partitions -= gone
         for partition in gone:
             self.last_key.pop(partition, None)
