@@ -58,6 +58,9 @@ class WorkerSettings:
     order_idle_ms: int = 500
     # how often the ordering stage tells the later stages how far it has got
     tick_ms: int = 100
+    # how often, at most, each identity partition tells the agent stage; it
+    # tells every agent partition, so this costs partitions^2 records a time
+    agent_tick_ms: int = 1000
 
 
 PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")

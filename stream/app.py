@@ -218,7 +218,9 @@ def create_app(
     ordering = OrderingStage(wiring)
     app.agent(wiring.inputs, name="validate")(ordering.run)
     app.timer(settings.worker.tick_ms / 1000)(ordering.release)
-    app.agent(wiring.identity_topic, name="screen-identity")(IdentityStage(wiring).run)
+    identities = IdentityStage(wiring)
+    app.agent(wiring.identity_topic, name="screen-identity")(identities.run)
+    app.timer(settings.worker.tick_ms / 1000)(identities.flush_ticks)
     app.agent(wiring.outlet_topic, name="screen-outlet")(OutletStage(wiring).run)
     agents = AgentStage(wiring)
     app.agent(wiring.agent_topic, name="screen-agent")(agents.run)
@@ -227,7 +229,12 @@ def create_app(
     async def drop_held(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = set(args[0])  # the signal is sent with the revoked partitions
         await ordering.on_revoked(revoked)
+        identities.on_revoked(revoked)
         agents.on_revoked(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def note_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        ordering.on_assigned(set(args[0]))  # the signal is sent with the whole assignment
 
     app.timer(PROBE_INTERVAL_S)(wiring.probe().update)
 

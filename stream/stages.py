@@ -40,6 +40,8 @@ from stream.records import (
 
 # the agent table's entry, one per partition, for how far each origin got
 WATERMARKS = b"\x00watermarks:%d"
+# how often at most the agent stage saves those marks
+MARKS_SAVE_S = 1.0
 
 
 def event_order(event: PseudonymousEvent) -> Key:
@@ -62,6 +64,9 @@ class OrderingStage:
         self.tick_at = 0.0
         topics = wiring.settings.topics
         self.input_names = {*topics.inputs, topics.watchlist}
+        # the input partitions assigned to this worker; None: ask the consumer
+        # (asking converts its whole assignment, which costs as much as an event)
+        self.assigned: set[TP] | None = None
 
     async def run(self, stream: StreamT) -> None:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
@@ -108,10 +113,10 @@ class OrderingStage:
         """Pass on whatever no input partition can still undercut, then tick."""
         async with self.lock:
             now = _now()
-            assigned = {
-                tp for tp in self.w.app.consumer.assignment() if tp.topic in self.input_names
-            }
-            self.order.revoke(self.order.partitions - assigned)
+            assigned = self.input_partitions()
+            gone = self.order.partitions - assigned
+            if gone:  # revoking rebuilds the heap of held events: only when something went
+                self.order.revoke(gone)
             self.order.assign(assigned, now)
             for _, (record, event) in self.order.release(now, self.caught_up):
                 await self.forward(record)
@@ -120,12 +125,25 @@ class OrderingStage:
             self.w.metrics.late.set(self.order.late)
             await self.maybe_tick(now)
 
+    def input_partitions(self) -> set[TP]:
+        if self.assigned is None:
+            self.assigned = self.inputs_of(self.w.app.consumer.assignment())
+        return self.assigned
+
+    def inputs_of(self, partitions: set[TP]) -> set[TP]:
+        return {tp for tp in partitions if tp.topic in self.input_names}
+
+    def on_assigned(self, assigned: set[TP]) -> None:
+        """A rebalance gave this worker `assigned` (all it now has)."""
+        self.assigned = self.inputs_of(assigned)
+
     async def on_revoked(self, revoked: set[TP]) -> None:
         """Drop what is held from partitions taken away: their new owner reads them again.
 
         Held events are not acknowledged, so their offsets were never committed.
         """
         async with self.lock:
+            self.assigned = None
             self.order.revoke(tp for tp in revoked if tp.topic in self.input_names)
             for tp in revoked:
                 self.offsets.pop(tp, None)
@@ -170,10 +188,19 @@ class OrderingStage:
 
 
 class IdentityStage:
-    """Identity rules on state keyed by pseudonym; passes identity alerts to the agent stage."""
+    """Identity rules on state keyed by pseudonym; passes identity alerts to the agent stage.
+
+    It passes ticks on to every agent partition, but from each of its partitions
+    at most one every `agent_tick_ms`: each costs a record on every agent
+    partition, and only the newest of those held back says anything. One held
+    back is passed on by `flush_ticks` once its time comes, unless a newer one was.
+    """
 
     def __init__(self, wiring: Wiring) -> None:
         self.w = wiring
+        self.interval = wiring.settings.worker.agent_tick_ms / 1000
+        self.passed_at: dict[int, float] = {}  # identity partition -> when it last passed a tick
+        self.pending: dict[int, Tick] = {}  # identity partition -> newest tick not passed on
 
     async def run(self, stream: StreamT) -> None:
         async for event in stream.events():
@@ -182,7 +209,7 @@ class IdentityStage:
             if record is None:
                 continue
             if isinstance(record, Tick):
-                await self.pass_tick(record, message.partition)
+                await self.on_tick(record, message.partition)
             elif isinstance(record, WatchUpdate):
                 raw = self.w.identities.get(message.key)
                 state = self.load(raw)
@@ -211,6 +238,38 @@ class IdentityStage:
             )
             await sent
         w.store(w.identities, key, encode_identity(state), raw is None)
+
+    async def on_tick(self, tick: Tick, partition: int) -> None:
+        """Pass the tick on now, or hold it if this partition passed one on a moment ago.
+
+        Either way every event before it in the partition has been screened and
+        its signals sent, which is all a tick may claim, also when passed on later.
+        """
+        now = _now()
+        if now - self.passed_at.get(partition, float("-inf")) < self.interval:
+            self.pending[partition] = tick
+            return
+        self.pending.pop(partition, None)
+        self.passed_at[partition] = now
+        await self.pass_tick(tick, partition)
+
+    async def flush_ticks(self) -> None:
+        """The app timer's task: pass on held ticks whose time has come."""
+        now = _now()
+        for partition, tick in list(self.pending.items()):
+            due = now - self.passed_at.get(partition, float("-inf")) >= self.interval
+            if due and self.pending.get(partition) is tick:  # not replaced while we sent others
+                del self.pending[partition]
+                self.passed_at[partition] = now
+                await self.pass_tick(tick, partition)
+
+    def on_revoked(self, revoked: set[TP]) -> None:
+        """Forget held ticks of identity partitions taken away: their new owner reads them."""
+        topic = self.w.settings.topics.identity_events
+        for tp in revoked:
+            if tp.topic == topic:
+                self.pending.pop(tp.partition, None)
+                self.passed_at.pop(tp.partition, None)
 
     async def pass_tick(self, tick: Tick, partition: int) -> None:
         value = encode_agent_record(Tick(tick.key, partition))
@@ -253,12 +312,19 @@ class AgentStage:
 
     Signals come from every identity partition; each partition's ticks say how
     far it has got, and a signal is screened once every origin is past it.
-    The marks are kept in the agent table, so they survive a restart.
+    The marks are kept in memory and saved to the agent table at most every
+    MARKS_SAVE_S, so they survive a restart: a tick is acknowledged only once
+    the marks it moved are saved, so one whose mark was not saved is read again.
+    Saving on every tick would write the table dozens of times a second.
     """
 
     def __init__(self, wiring: Wiring) -> None:
         self.w = wiring
         self.held: dict[int, list[HeldSignal]] = {}
+        self.marks: dict[int, dict[int, Key]] = {}  # partition -> origin -> mark
+        self.unsaved: dict[int, list[Any]] = {}  # partition -> ticks waiting for a save
+        self.changed: set[int] = set()  # partitions whose marks moved since the last save
+        self.saved_at: dict[int, float] = {}
 
     async def run(self, stream: StreamT) -> None:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
@@ -267,36 +333,63 @@ class AgentStage:
             if record is None:
                 event.ack()
                 continue
-            marks = self.advance(record, message.partition)
-            queue = self.held.setdefault(message.partition, [])
+            partition = message.partition
+            marks = self.advance(record, partition)
+            queue = self.held.setdefault(partition, [])
             if isinstance(record, SignalRecord):
                 heapq.heappush(queue, HeldSignal(record.key, record.seq, record, event))
             else:
-                event.ack()
+                self.unsaved.setdefault(partition, []).append(event)
             await self.release(queue, marks)
+            self.maybe_save(partition)
 
     def on_revoked(self, revoked: set[TP]) -> None:
-        """Drop the signals held from agent partitions taken away: their new owner reads them."""
+        """Forget what was held for agent partitions taken away: their new owner reads it again.
+
+        Unsaved ticks were not acknowledged, so the new owner reads them too.
+        """
         topic = self.w.settings.topics.agent_signals
         for tp in revoked:
             if tp.topic == topic:
                 self.held.get(tp.partition, []).clear()
+                self.marks.pop(tp.partition, None)
+                self.unsaved.pop(tp.partition, None)
+                self.changed.discard(tp.partition)
 
     def advance(self, record: SignalRecord | Tick, partition: int) -> dict[int, Key]:
-        """Note how far the record's origin has got; return every origin's mark.
+        """Note how far the record's origin has got; return every origin's mark."""
+        marks = self.marks.get(partition)
+        if marks is None:
+            marks = self.marks[partition] = self.load_marks(partition)
+        if record.key > marks.get(record.origin, FIRST):
+            marks[record.origin] = record.key
+            self.changed.add(partition)
+        return marks
+
+    def load_marks(self, partition: int) -> dict[int, Key]:
+        raw = self.w.agents.get(WATERMARKS % partition)
+        if raw is None:
+            return {}
+        return {int(o): (k[0], k[1], k[2]) for o, k in orjson.loads(raw).items()}
+
+    def maybe_save(self, partition: int) -> None:
+        """Save the partition's marks if due, then acknowledge the ticks they include.
 
         Each partition keeps its own marks, under a key written only while
         that partition is processed, so they live in its changelog partition.
         """
-        key = WATERMARKS % partition
-        raw = self.w.agents.get(key)
-        marks: dict[int, Key] = {}
-        if raw is not None:
-            marks = {int(o): (k[0], k[1], k[2]) for o, k in orjson.loads(raw).items()}
-        if record.key > marks.get(record.origin, FIRST):
-            marks[record.origin] = record.key
-            self.w.agents[key] = orjson.dumps({str(o): k for o, k in marks.items()})
-        return marks
+        now = _now()
+        if now - self.saved_at.get(partition, 0.0) < MARKS_SAVE_S:
+            return
+        self.saved_at[partition] = now
+        if partition in self.changed:
+            marks = self.marks[partition]
+            self.w.agents[WATERMARKS % partition] = orjson.dumps(
+                {str(o): k for o, k in marks.items()}
+            )
+            self.changed.discard(partition)
+        for tick in self.unsaved.pop(partition, ()):
+            tick.ack()
 
     async def release(self, queue: list[HeldSignal], marks: dict[int, Key]) -> None:
         limit = min(marks.get(origin, FIRST) for origin in range(self.w.partitions))
