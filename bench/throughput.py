@@ -405,7 +405,6 @@ def start_profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
             "--format",
             "raw",
             "--function",
-            "--nonblocking",
             "--output",
             str(out),
         ],
@@ -415,26 +414,78 @@ def start_profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def summarise_profile(path: Path, top: int = 25) -> dict[str, list[tuple[str, float]]]:
-    """The functions with the largest shares of samples: by own time, and including callees."""
+    """Shares of samples: by part of the pipeline, by function (own time, and with callees)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
-        frames = [_frame_name(frame) for frame in stack.split(";")]
+        raw = stack.split(";")
+        frames = [_frame_name(frame) for frame in raw]
         total += count
         own[frames[-1]] += count
         for name in set(frames):
             inclusive[name] += count
+        parts[_part(raw)] += count
     share = 100.0 / max(1, total)
     return {
         "samples": [("total", float(total))],
+        "parts": [(name, round(n * share, 1)) for name, n in parts.most_common()],
         "own": [(name, round(n * share, 1)) for name, n in own.most_common(top)],
         "inclusive": [(name, round(n * share, 1)) for name, n in inclusive.most_common(top * 2)],
     }
+
+
+STAGES = (
+    ("OrderingStage.", "ordering stage"),
+    ("IdentityStage.", "identity stage"),
+    ("OutletStage.", "outlet stage"),
+    ("AgentStage.", "agent stage"),
+)
+# what a stage's sample was doing, by the first of these found below the stage's frame
+ACTIVITIES = (
+    ("(rules/", "rules, parsing, codecs"),
+    ("(stream/records.py", "rules, parsing, codecs"),
+    ("stores/", "table store (RocksDB)"),
+    ("Collection.", "table changelog"),
+    ("Topic.send", "sends"),
+    ("Topic.publish_message", "sends"),
+    ("metrics", "metrics"),
+    ("prometheus_client", "metrics"),
+)
+
+
+def _part(frames: list[str]) -> str:
+    """The part of the worker a stack belongs to: a stage and its activity, or faust's own."""
+    for index, frame in enumerate(frames):
+        for marker, stage in STAGES:
+            if frame.startswith(marker):
+                for below in frames[index + 1 :]:
+                    for where, activity in ACTIVITIES:
+                        if where in below:
+                            return f"{stage}: {activity}"
+                return f"{stage}: faust stream and own code"
+    text = ";".join(frames)
+    for marker, part in (
+        ("_drain_messages", "consumer: fetch, decode, deliver to streams"),
+        ("Fetcher", "consumer: fetch, decode, deliver to streams"),
+        ("threads.py", "consumer thread"),
+        ("sender.py", "producer: send requests, acks"),
+        ("producer.py", "producer: send requests, acks"),
+        ("ProducerBuffer", "table changelog sends"),
+        ("Collection.", "table changelog acks"),
+        ("WorkerProbe", "metrics probe"),
+        ("monitor", "faust monitor"),
+        ("commit", "offset commits"),
+        ("select", "event loop: waiting"),
+    ):
+        if marker in text:
+            return part
+    return "event loop and other"
 
 
 def _frame_name(frame: str) -> str:
@@ -496,6 +547,9 @@ def run_worker(
         "cpu_seconds": round(worker_cpu, 1),
         "broker_cpu_seconds": round(broker_cpu, 1),
         "records_written": written_records,
+        "rebalances": worker.log.read_text(errors="replace").count(
+            "Executing _on_partitions_assigned"
+        ),
         "seconds": round(last - first, 2),
         "events_read": int(final.get("duanka_events_total", 0)),
         "late_events": int(final.get("duanka_late_events", 0)),
@@ -597,6 +651,7 @@ def main() -> int:
         "worker_cpu_us_per_event": round(result["cpu_seconds"] / count * 1e6),
         "broker_cpu_seconds_during_worker": result["broker_cpu_seconds"],
         "worker_records_written": result["records_written"],
+        "worker_rebalances": result["rebalances"],
         "alerts_received": len(received),
         "alerts_expected": None if expected is None else len(expected),
         "alerts_missing": None if expected is None else len(expected - received),
@@ -633,7 +688,7 @@ def print_profile(profile: dict[str, Any]) -> None:
         print(f"\nprofile failed: {profile['error']}")
         return
     print(f"\nprofile: {profile['samples'][0][1]:.0f} samples")
-    for part in ("own", "inclusive"):
+    for part in ("parts", "own", "inclusive"):
         print(f"\n% of samples, {part}")
         for name, share in profile[part]:
             print(f"{share:6.1f}  {name}")
