@@ -1,0 +1,317 @@
+"""Latency benchmark: from producing an event to its alert arriving on the alert topic.
+
+    .venv/bin/python bench/latency.py [--rates 100 200 2000] [--seconds 60] [--partitions 8]
+
+For each rate, on a broker of its own and topics of the rate's own:
+
+1. simulates a province (every rule's cases among ordinary business, a round
+   of them per 1,000 events) and keeps the first rate x seconds events, in
+   event-time order;
+2. starts `duanka worker` with every rule on and waits until it holds its
+   partitions;
+3. sends the events at a steady rate (aiokafka producer, 5 ms linger, in
+   slices every 10 ms), noting when each was handed to the producer, while
+   an aiokafka consumer in the same process reads the alert topic;
+4. waits until every alert `duanka replay` gives for those events has
+   arrived (or a time limit passes).
+
+An alert's latency is the time it was read from the alert topic minus the
+time its newest piece of evidence (the event that completed the pattern) was
+handed to the producer; both on this machine's clock. The table shows p50,
+p99 and max per rate, how many alerts arrived of those expected, and whether
+the worker kept up: how far behind it was when the last event was sent.
+
+Prints a table and writes bench/results/latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition as AioTP
+from throughput import (
+    Worker,
+    expected_alerts,
+    keyed_lines,
+    own_broker,
+    produce,
+    watch_lines,
+    worker_options,
+    write_config,
+)
+
+from producers.simulator import iter_lines, simulate
+from rules.config import Settings, load_settings
+from stream.topics import ensure_topics
+
+RESULTS = Path(__file__).parent / "results"
+SLICE_S = 0.01  # the producer sends a slice of events every 10 ms
+TARGET_P99_MS = 250.0
+# a round of cases (one of each rule's, about 35 alerts) per this many events:
+# ten times as dense as the simulator's default, for enough alerts to time
+EVENTS_PER_ROUND = 1000
+
+
+def write_events(root: Path, count: int, seed: int) -> tuple[Path, Path]:
+    """At least `count` simulated events, dense with cases, and the watchlist, as JSON lines."""
+    rounds = max(1, count // EVENTS_PER_ROUND)
+    # the cases' people come out of the total, and they open fewer cards than
+    # ordinary people do: ask for a quarter more
+    world = simulate(count * 5 // 4, days=30, seed=seed, rounds=rounds)
+    events = root / "events.jsonl"
+    events.write_bytes(b"".join(line + b"\n" for line in iter_lines(world.events)))
+    watchlist = root / "watchlist.jsonl"
+    watchlist.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in world.watchlist))
+    return events, watchlist
+
+
+def first_events(path: Path, count: int, out: Path) -> int:
+    """Copy the first `count` event lines of `path` to `out`; the number copied."""
+    copied = 0
+    with path.open("rb") as lines, out.open("wb") as kept:
+        for line in lines:
+            if copied == count:
+                break
+            kept.write(line)
+            copied += 1
+    return copied
+
+
+def wait_ready(worker: Worker, timeout: float = 120.0) -> None:
+    """Until the worker reports consumer lag, which it does once it holds partitions."""
+    deadline = time.monotonic() + timeout
+    while "duanka_consumer_lag" not in worker.metrics():
+        worker.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not get its partitions in {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+class AlertTimes:
+    """When each event was handed to the producer, and each alert's latency as it arrives."""
+
+    def __init__(self) -> None:
+        self.sent_at: dict[tuple[str, str], float] = {}
+        self.received: dict[str, float] = {}
+        self.latencies: list[tuple[str, float]] = []  # (rule_id, seconds)
+
+    def sent(self, value: bytes) -> None:
+        event = orjson.loads(value)
+        self.sent_at[(event["source"], event["event_id"])] = time.time()
+
+    async def listen(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for batch in batches.values():
+                for record in batch:
+                    self.arrived(orjson.loads(record.value), now)
+
+    def arrived(self, alert: dict[str, Any], now: float) -> None:
+        if alert["alert_id"] in self.received:
+            return
+        self.received[alert["alert_id"]] = now
+        evidence = [self.sent_at.get((e["source"], e["event_id"])) for e in alert["evidence"]]
+        known = [stamp for stamp in evidence if stamp is not None]
+        if known:
+            self.latencies.append((alert["rule_id"], now - max(known)))
+
+
+async def send_steadily(
+    producer: AIOKafkaProducer,
+    records: list[tuple[str, bytes, bytes]],
+    rate: int,
+    times: AlertTimes,
+) -> float:
+    """Send `records` at `rate` a second; the seconds it took."""
+    started = time.monotonic()
+    pending = []
+    for index, (topic, key, value) in enumerate(records):
+        delay = started + index / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(max(delay, SLICE_S))
+        times.sent(value)
+        pending.append(await producer.send(topic, value, key=key))
+        if len(pending) >= 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    return time.monotonic() - started
+
+
+async def stream_and_listen(
+    bootstrap: str,
+    settings: Settings,
+    events: Path,
+    rate: int,
+    expected: set[str],
+    worker: Worker,
+    settle_s: float,
+) -> dict[str, Any]:
+    """Send `events` at `rate` a second while reading alerts; the latencies and counts."""
+    records = list(keyed_lines(events, settings))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    times = AlertTimes()
+    try:
+        alerts = settings.topics.alerts
+        consumer.assign([AioTP(alerts, p) for p in range(settings.topics.partitions)])
+        listener = asyncio.create_task(times.listen(consumer))
+        sending_s = await send_steadily(producer, records, rate, times)
+        read = await asyncio.to_thread(worker.metrics)
+        behind_at_end = len(records) - int(read.get("duanka_events_total", 0))
+        deadline = time.monotonic() + settle_s
+        while not expected <= times.received.keys() and time.monotonic() < deadline:
+            worker.check_alive()
+            await asyncio.sleep(0.2)
+        listener.cancel()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {
+        "events_sent": len(records),
+        "sending_seconds": round(sending_s, 1),
+        "sent_per_second": round(len(records) / sending_s),
+        "events_behind_when_sending_ended": behind_at_end,
+        "alerts_expected": len(expected),
+        "alerts_received": len(expected & times.received.keys()),
+        "alerts_unexpected": len(times.received.keys() - expected),
+        "latencies": times.latencies,
+    }
+
+
+def percentiles_ms(latencies: list[float]) -> dict[str, float | None]:
+    if not latencies:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    values = np.array(latencies) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p99_ms": round(float(np.percentile(values, 99)), 1),
+        "max_ms": round(float(values.max()), 1),
+    }
+
+
+def by_rule(latencies: list[tuple[str, float]]) -> dict[str, dict[str, Any]]:
+    rules = sorted({rule for rule, _ in latencies})
+    return {
+        rule: {"alerts": sum(1 for r, _ in latencies if r == rule)}
+        | percentiles_ms([seconds for r, seconds in latencies if r == rule])
+        for rule in rules
+    }
+
+
+def run_rate(
+    root: Path, rate: int, seconds: int, partitions: int, seed: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    with own_broker(root) as kafka:
+        config = write_config(root, kafka.bootstrap, partitions, options)
+        settings = load_settings(config, environ={})
+        ensure_topics(settings)
+        everything, watchlist = write_events(root, rate * seconds, seed)
+        events = root / "sent.jsonl"
+        first_events(everything, rate * seconds, events)
+        expected = expected_alerts(settings, events, watchlist)
+        worker = Worker(config, settings)
+        try:
+            worker.start()
+            wait_ready(worker)
+            asyncio.run(produce(kafka.bootstrap, watch_lines(watchlist, settings)))
+            settle = max(60.0, seconds)
+            result = asyncio.run(
+                stream_and_listen(kafka.bootstrap, settings, events, rate, expected, worker, settle)
+            )
+        finally:
+            worker.stop()
+    latencies = result.pop("latencies")
+    overall = percentiles_ms([seconds for _, seconds in latencies])
+    return {
+        "rate": rate,
+        **overall,
+        "alerts_timed": len(latencies),
+        **result,
+        "by_rule": by_rule(latencies),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=int, nargs="+", default=[100, 200, 2000])
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--label", default="", help="a note stored with the figures")
+    parser.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a worker setting of the config, such as order_idle_ms=50 (repeatable)",
+    )
+    args = parser.parse_args()
+    options = worker_options(args.worker)
+
+    runs = []
+    for rate in args.rates:
+        print(f"rate {rate}/s for {args.seconds} s ...", flush=True)
+        with tempfile.TemporaryDirectory(prefix="duanka-latency-") as tmp:
+            root = Path(tmp)
+            runs.append(run_rate(root, rate, args.seconds, args.partitions, args.seed, options))
+        print(f"  {runs[-1]}", flush=True)
+
+    columns = (
+        ("rate", "events/s"),
+        ("sent_per_second", "sent/s"),
+        ("events_behind_when_sending_ended", "behind at end"),
+        ("alerts_received", "alerts"),
+        ("alerts_expected", "expected"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("max_ms", "max ms"),
+    )
+    print()
+    print("  ".join(f"{title:>13}" for _, title in columns))
+    for run in runs:
+        print("  ".join(f"{run[key]!s:>13}" for key, _ in columns))
+    print(f"target: p99 under {TARGET_P99_MS:.0f} ms")
+    figures = {
+        "benchmark": "latency",
+        "label": args.label,
+        "seconds_per_rate": args.seconds,
+        "partitions": args.partitions,
+        "worker_options": options,
+        "latency": "alert read from the alert topic minus its newest evidence event handed "
+        "to the producer, same clock",
+        "target_p99_ms": TARGET_P99_MS,
+        "runs": runs,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latency.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
