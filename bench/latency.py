@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -41,6 +38,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition as AioTP
+from benchkit import add_worker_option, machine, save_results
 from throughput import (
     Worker,
     expected_alerts,
@@ -56,7 +54,6 @@ from producers.simulator import iter_lines, simulate
 from rules.config import Settings, load_settings
 from stream.topics import ensure_topics
 
-RESULTS = Path(__file__).parent / "results"
 SLICE_S = 0.01  # the producer sends a slice of events every 10 ms
 TARGET_P99_MS = 250.0
 # a round of cases (one of each rule's, about 35 alerts) per this many events:
@@ -260,13 +257,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--label", default="", help="a note stored with the figures")
-    parser.add_argument(
-        "--worker",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a worker setting of the config, such as order_idle_ms=50 (repeatable)",
-    )
+    add_worker_option(parser, "order_idle_ms=50")
     args = parser.parse_args()
     options = worker_options(args.worker)
 
@@ -303,13 +294,9 @@ def main() -> int:
         "to the producer, same clock",
         "target_p99_ms": TARGET_P99_MS,
         "runs": runs,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latency.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save_results("latency", figures)
     return 0
 
 

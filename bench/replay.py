@@ -13,9 +13,7 @@ identities shows; writes the rows to bench/results/replay.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -23,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from benchkit import machine, save_results
 
 
 def run_child(command: list[str]) -> tuple[float, int, str]:
@@ -109,13 +107,9 @@ def main() -> int:
     figures = {
         "benchmark": "replay",
         "rows": rows,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "replay.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save_results("replay", figures)
     return 0
 
 

@@ -11,9 +11,6 @@ bench/results/simulate.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -21,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from benchkit import machine, save_results
 
 
 def main() -> int:
@@ -56,18 +53,14 @@ def main() -> int:
         "seconds": round(seconds, 2),
         "events_per_second": round(events / seconds),
         "peak_rss_mib": round(peak / 2**20, 1),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine(),
     }
     print(done.stdout.strip())
     print()
     width = max(map(len, figures))
     for name, value in figures.items():
         print(f"{name:<{width}}  {value}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "simulate.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save_results("simulate", figures)
     return 0
 
 

@@ -32,9 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -52,6 +50,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition as AioTP
+from benchkit import add_worker_option, machine, save_results
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
@@ -64,7 +63,6 @@ from rules.replay import replay
 from stream import broker
 from stream.topics import TABLES, changelog_topic, ensure_topics
 
-RESULTS = Path(__file__).parent / "results"
 KEY = "benchmark-pseudonym-key"
 
 
@@ -588,13 +586,7 @@ def main() -> int:
         "--no-check", action="store_true", help="skip comparing the alerts with replay's"
     )
     parser.add_argument("--label", default="", help="a note stored with the figures")
-    parser.add_argument(
-        "--worker",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a worker setting of the config, such as tick_ms=100 (repeatable)",
-    )
+    add_worker_option(parser, "tick_ms=100")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="duanka-throughput-") as tmp:
@@ -656,10 +648,7 @@ def main() -> int:
         "alerts_expected": None if expected is None else len(expected),
         "alerts_missing": None if expected is None else len(expected - received),
         "alerts_unexpected": None if expected is None else len(received - expected),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine(),
     }
     print()
     width = max(map(len, figures))
@@ -669,8 +658,7 @@ def main() -> int:
     if profile:
         figures["profile"] = profile
         print_profile(profile)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save_results("throughput", figures)
     return 0
 
 
