@@ -291,8 +291,7 @@ class Worker:
 class Offsets:
     """End offsets of topics and the worker's committed offsets, read with kafka-python."""
 
-    def __init__(self, bootstrap: str, group: str) -> None:
-        self.group = group
+    def __init__(self, bootstrap: str) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="duanka-bench")
 
@@ -307,13 +306,13 @@ class Offsets:
         tps = [tp for topic in topics for tp in self.partitions(topic)]
         return dict(self.consumer.end_offsets(tps))
 
-    def behind(self, targets: dict[TopicPartition, int]) -> int:
+    def behind(self, group: str, targets: dict[TopicPartition, int]) -> int:
         """How many records the group's committed offsets are short of `targets`.
 
         Before the group has a coordinator (the worker is starting) that is all of them.
         """
         try:
-            committed = self.admin.list_group_offsets(self.group)[self.group]
+            committed = self.admin.list_group_offsets(group)[group]
         except KafkaError:
             return sum(targets.values())
         short = 0
@@ -362,18 +361,19 @@ class Offsets:
 def wait_screened(worker: Worker, offsets: Offsets, timeout: float) -> None:
     """Until the worker has committed all input, then all internal records written before it."""
     topics = worker.settings.topics
+    app_id = worker.settings.worker.app_id
     deadline = time.monotonic() + timeout
-    # ticks keep coming while the worker idles: internal topics are waited for only up
+    # marks keep coming while the worker idles: internal topics are waited for only up
     # to what they held when the stage before had finished
     stages = [
-        [*topics.inputs, topics.watchlist],
-        [topics.identity_events, topics.outlet_events],
-        [topics.agent_signals],
+        (f"{app_id}-input", [*topics.inputs, topics.watchlist]),
+        (app_id, [topics.identity_events, topics.outlet_events]),
+        (app_id, [topics.agent_signals]),
     ]
     last_report = 0.0
-    for stage in stages:
+    for group, stage in stages:
         targets = offsets.ends(stage)
-        while (short := offsets.behind(targets)) > 0:
+        while (short := offsets.behind(group, targets)) > 0:
             worker.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the worker did not finish {stage} in {timeout:.0f} s")
@@ -439,7 +439,7 @@ def summarise_profile(path: Path, top: int = 25) -> dict[str, list[tuple[str, fl
 
 
 STAGES = (
-    ("OrderingStage.", "ordering stage"),
+    ("InputReader.", "input reader"),
     ("IdentityStage.", "identity stage"),
     ("OutletStage.", "outlet stage"),
     ("AgentStage.", "agent stage"),
@@ -447,7 +447,9 @@ STAGES = (
 # what a stage's sample was doing, by the first of these found below the stage's frame
 ACTIVITIES = (
     ("(rules/", "rules, parsing, codecs"),
-    ("(stream/records.py", "rules, parsing, codecs"),
+    ("(stream/envelope.py", "rules, parsing, codecs"),
+    ("flush.py", "flush (changelog, RocksDB)"),
+    ("Sender.", "sends"),
     ("stores/", "table store (RocksDB)"),
     ("Collection.", "table changelog"),
     ("Topic.send", "sends"),
@@ -510,7 +512,7 @@ def run_worker(
     profile_out: Path | None,
 ) -> dict[str, Any]:
     worker = Worker(config, settings)
-    offsets = Offsets(kafka.bootstrap, settings.worker.app_id)
+    offsets = Offsets(kafka.bootstrap)
     profile: dict[str, Any] = {}
     try:
         broker_cpu = cpu_seconds(kafka.pid)

@@ -56,11 +56,20 @@ class WorkerSettings:
     # how long a caught-up input partition may stay quiet before events from
     # the others are released without waiting for it (KIP-353's max.task.idle.ms)
     order_idle_ms: int = 500
-    # how often the ordering stage tells the later stages how far it has got
+    # how often, at most, a sender tells the next stage how far it has got
+    # when it has nothing else to send; and how often it does in any case
     tick_ms: int = 100
-    # how often, at most, each identity partition tells the agent stage; it
-    # tells every agent partition, so this costs partitions^2 records a time
-    agent_tick_ms: int = 1000
+    heartbeat_ms: int = 1000
+    # how long the input reader collects records before it sends them on
+    linger_ms: int = 5
+    # the most input records the reader takes from Kafka at a time
+    max_batch: int = 5000
+    # how often each stage makes its state durable and commits (the flush)
+    commit_ms: int = 1000
+    # decoded subjects each partition of a stage keeps between flushes
+    cache_keys: int = 10000
+    # how long a record may wait for Kafka before the worker gives up and stops
+    delivery_timeout_ms: int = 120000
 
 
 PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")

@@ -116,6 +116,10 @@ class Engine:
 
     # -- identities
 
+    @staticmethod
+    def screens_identity(event: PseudonymousEvent) -> bool:
+        return event.event_type in IDENTITY_TYPES
+
     def screen_identity(self, state: IdentityState, event: PseudonymousEvent) -> Decision:
         """Apply an event to its identity's state and evaluate the identity rules."""
         if event.event_type not in IDENTITY_TYPES or state.history.has(event_key(event)):

@@ -22,7 +22,6 @@ from rules.pseudonym import Pseudonymizer, mask_id
 from rules.regions import region_code_problem
 
 EVENT_SCHEMA = "duanka.event/1"
-PSEUDONYMOUS_SCHEMA = "duanka.identity-event/1"
 MAX_RECORD_BYTES = 64 * 1024
 
 EVENT_TYPES = frozenset({"sim.activate", "sim.cancel", "bank.open", "bank.close"})
@@ -401,78 +400,77 @@ def pseudonymise(event: Event, pseudonymizer: Pseudonymizer) -> PseudonymousEven
     )
 
 
-def encode_pseudonymous(event: PseudonymousEvent) -> bytes:
-    """JSON for the internal identity topic (schema `duanka.identity-event/1`)."""
-    obj: dict[str, object] = {
-        "schema": PSEUDONYMOUS_SCHEMA,
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "occurred_at": event.occurred_at.isoformat(),
-        "source": event.source,
-        "id_type": event.id_type,
-        "subject_key": event.subject_key,
-        "id_masked": event.id_masked,
-        "id_province": event.id_province,
-        "id_prefecture": event.id_prefecture,
-        "region_code": event.region_code,
-        "outlet_id": event.outlet_id,
-        "channel": event.channel,
-        "verification": event.verification,
-        "agent_id": event.agent_id,
-        "msisdn": event.msisdn,
-        "sim_kind": event.sim_kind,
-        "delivery": _delivery_object(event.delivery),
-        "account_id": event.account_id,
-        "account_kind": event.account_kind,
-        "device_id": event.device_id,
-        "contact_phone": event.contact_phone,
-    }
-    return orjson.dumps(_without_none(obj))
+def pseudonymous_row(event: PseudonymousEvent) -> list[object]:
+    """The event as a JSON array, field by field: how the worker's envelopes carry it."""
+    delivery = event.delivery
+    return [
+        event.event_id,
+        event.event_type,
+        event.occurred_at.isoformat(),
+        event.source,
+        event.id_type,
+        event.subject_key,
+        event.id_masked,
+        event.id_province,
+        event.id_prefecture,
+        event.region_code,
+        event.outlet_id,
+        event.channel,
+        event.verification,
+        event.agent_id,
+        event.msisdn,
+        event.sim_kind,
+        None if delivery is None else [delivery.method, delivery.region_code, delivery.address_key],
+        event.account_id,
+        event.account_kind,
+        event.device_id,
+        event.contact_phone,
+    ]
 
 
-def decode_pseudonymous(raw: bytes) -> PseudonymousEvent:
-    """Read back `encode_pseudonymous`; anything else raises InvalidEvent("record", ...).
+def pseudonymous_from_row(row: object) -> PseudonymousEvent:
+    """Read back `pseudonymous_row`; anything else raises InvalidEvent("record", ...).
 
-    The topic is the engine's own, so this checks types, not the contract's rules.
+    The envelopes are the engine's own, so this checks types, not the contract's rules.
     """
     try:
-        obj = orjson.loads(raw)
-        if obj.get("schema") != PSEUDONYMOUS_SCHEMA:
-            raise ValueError("wrong schema")
-        return _pseudonymous_from(obj)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        raise InvalidEvent("record", f"not a {PSEUDONYMOUS_SCHEMA} record") from None
+        if type(row) is not list or len(row) != _ROW_LENGTH:
+            raise ValueError("not a row")
+        delivery = row[16]
+        return PseudonymousEvent(
+            _str(row[0]),
+            _str(row[1]),
+            _aware(datetime.fromisoformat(_str(row[2]))),
+            _str(row[3]),
+            _str(row[4]),
+            _str(row[5]),
+            _str(row[6]),
+            _opt(row[7]),
+            _opt(row[8]),
+            _str(row[9]),
+            _str(row[10]),
+            _str(row[11]),
+            _str(row[12]),
+            _opt(row[13]),
+            _opt(row[14]),
+            _opt(row[15]),
+            None if delivery is None else _delivery_back(delivery),
+            _opt(row[17]),
+            _opt(row[18]),
+            _opt(row[19]),
+            _opt(row[20]),
+        )
+    except (ValueError, TypeError, IndexError):
+        raise InvalidEvent("record", "not a pseudonymous event row") from None
 
 
-def _pseudonymous_from(obj: dict[str, Any]) -> PseudonymousEvent:
-    delivery = obj.get("delivery")
-    return PseudonymousEvent(
-        _str(obj["event_id"]),
-        _str(obj["event_type"]),
-        _aware(datetime.fromisoformat(obj["occurred_at"])),
-        _str(obj["source"]),
-        _str(obj["id_type"]),
-        _str(obj["subject_key"]),
-        _str(obj["id_masked"]),
-        _opt(obj.get("id_province")),
-        _opt(obj.get("id_prefecture")),
-        _str(obj["region_code"]),
-        _str(obj["outlet_id"]),
-        _str(obj["channel"]),
-        _str(obj["verification"]),
-        _opt(obj.get("agent_id")),
-        _opt(obj.get("msisdn")),
-        _opt(obj.get("sim_kind")),
-        None if delivery is None else _delivery_back(delivery),
-        _opt(obj.get("account_id")),
-        _opt(obj.get("account_kind")),
-        _opt(obj.get("device_id")),
-        _opt(obj.get("contact_phone")),
-    )
+_ROW_LENGTH = 21
 
 
-def _delivery_back(obj: dict[str, Any]) -> Delivery:
-    return Delivery(_str(obj["method"]), _opt(obj.get("region_code")), _opt(obj.get("address_key")))
+def _delivery_back(row: object) -> Delivery:
+    if type(row) is not list or len(row) != 3:
+        raise ValueError("not a delivery row")
+    return Delivery(_str(row[0]), _opt(row[1]), _opt(row[2]))
 
 
 def _str(value: object) -> str:

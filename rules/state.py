@@ -347,22 +347,25 @@ def decode_agent(raw: bytes) -> AgentState:
     return AgentState(_window(flags, obj["t"]), obj["c"])
 
 
-def encode_signal(signal: AgentSignal) -> bytes:
-    return orjson.dumps(
-        [
-            signal.agent_id,
-            signal.ts,
-            signal.subject_key,
-            signal.alert_id,
-            signal.region_code,
-            *_evidence_row(signal.evidence),
-        ]
-    )
+def signal_row(signal: AgentSignal) -> list[object]:
+    """A signal as a JSON array: how the worker's envelopes carry it."""
+    return [
+        signal.agent_id,
+        signal.ts,
+        signal.subject_key,
+        signal.alert_id,
+        signal.region_code,
+        *_evidence_row(signal.evidence),
+    ]
 
 
-def decode_signal(raw: bytes) -> AgentSignal:
-    row = orjson.loads(raw)
-    return AgentSignal(row[0], row[1], row[2], row[3], row[4], Evidence(*row[5:]))
+def signal_from_row(row: list[Any]) -> AgentSignal:
+    """Read back `signal_row`; raises ValueError or TypeError on anything else."""
+    if len(row) != 9 or not all(type(value) is str for i, value in enumerate(row) if i != 1):
+        raise ValueError("not a signal row")
+    if type(row[1]) not in (int, float):
+        raise ValueError("not a signal row")
+    return AgentSignal(row[0], float(row[1]), row[2], row[3], row[4], Evidence(*row[5:]))
 
 
 def _window(items: list[Any], latest: float | None) -> Window:

@@ -1,43 +1,49 @@
 """The Faust app: wires the rule engine to Kafka and adds no rule logic.
 
-    carrier.sim-events  ┐ validate, pseudonymise,   ┌► duanka.identity-events ► screen-identity ┐
-    bank.account-events ┤ event-time order          │  (key: pseudonym)                        │
-    screening.watchlist ┘ (bad → deadletter)        └► duanka.outlet-events ► screen-outlet    │
-                                                       (key: outlet_id)           │             │
-                                                                   police.alerts ◄┴─────────────┤
-                                 duanka.agent-signals (key: agent_id) ◄─────────────────────────┘
-                                   └► screen-agent ► police.alerts
+    carrier.sim-events  ┐ input reader:          ┌► duanka.identity-events ► identity stage ┐
+    bank.account-events ┤ validate, pseudonymise │  (partition by pseudonym)                │
+    screening.watchlist ┘ (bad → deadletter)     └► duanka.outlet-events ► outlet stage    │
+                                                    (partition by outlet_id)     │          │
+                                                                police.alerts ◄──┴──────────┤
+                                   duanka.agent-signals (partition by agent_id) ◄───────────┘
+                                     └► agent stage ► police.alerts
 
-Each screening stage keeps its subjects' state in a RocksDB-backed table
-with a changelog topic, partitioned like the topic that updates it. An alert
-is delivered to Kafka before the state that records its event is written, and
-state ignores an event it has already applied, so the events at-least-once
-delivery repeats after a crash neither lose nor double an alert.
+Internal topics carry envelopes (stream/envelope.py): many items for one
+partition and the sender's marks, by which each stage merges what it
+receives from every origin back into event-time order, on any number of
+workers. The input reader (stream/reader.py) reads in batches with a
+consumer of its own; the stages (stream/stages.py) are faust agents over the
+envelopes and keep their subjects' state in RocksDB-backed faust tables with
+changelog topics, so faust's recovery, standbys and partition assignment
+still apply. Alerts reach Kafka before the state that records their event is
+written, and state ignores an event it has already applied, so what
+at-least-once delivery repeats after a crash neither loses nor doubles an alert.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import faust
+import mode
 
-from rules.alert import Alert, encode_alert
 from rules.config import Settings
 from rules.deadletter import encode_dead_letter
 from rules.engine import Engine
 from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.console import install_console
+from stream.internals import TablePartition
 from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
+from stream.outbox import Timing
+from stream.reader import InputReader
+from stream.sender import Sender
 from stream.topics import TABLES
 
 log = logging.getLogger("duanka.worker")
-T = TypeVar("T")
 
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -67,7 +73,7 @@ def make_pseudonymizer(settings: Settings, environ: dict[str, str]) -> Pseudonym
 
 
 class Wiring:
-    """The app, its topics and tables, and what every stage shares."""
+    """The app, its tables and producer, and what every stage shares."""
 
     def __init__(
         self,
@@ -75,19 +81,21 @@ class Wiring:
         pseudonymizer: Pseudonymizer,
         engine: Engine,
         metrics: WorkerMetrics,
+        origins: frozenset[str],
     ) -> None:
         self.settings = settings
         self.pseudonymizer = pseudonymizer
         self.engine = engine
         self.metrics = metrics
+        self.origins = origins  # the input partitions: every stage fed by the reader merges them
+        worker = settings.worker
+        self.timing = Timing(worker.tick_ms / 1000, worker.heartbeat_ms / 1000)
         self.app = self._make_app()
+        self.sender = Sender(settings, client_id=f"{worker.app_id}-sender")
         topics = settings.topics
-        self.inputs = self.app.topic(*topics.inputs, topics.watchlist, **RAW)
         self.identity_topic = self.app.topic(topics.identity_events, **RAW)
         self.outlet_topic = self.app.topic(topics.outlet_events, **RAW)
         self.agent_topic = self.app.topic(topics.agent_signals, **RAW)
-        self.alerts_topic = self.app.topic(topics.alerts, **RAW)
-        self.dead_letters = self.app.topic(topics.deadletter, **RAW)
         # bytes keys and values: faust then stores them as they are (raw)
         tables: dict[str, Any] = {
             "key_type": bytes,
@@ -98,17 +106,6 @@ class Wiring:
         self.identities, self.outlets, self.agents = (
             self.app.Table(name, **tables) for name in TABLES
         )
-        # `ensure_topics` has checked that these topics have `topics.partitions`.
-        # Faust checks it again on a table's first write, from its consumer's
-        # metadata, which can lack a topic for a while after a start or a
-        # rebalance; it then reads 0 partitions and crashes the stage.
-        written_from: list[tuple[Any, str]] = [
-            (self.identities, topics.identity_events),
-            (self.outlets, topics.outlet_events),
-            (self.agents, topics.agent_signals),
-        ]
-        for table, source in written_from:
-            table._verified_source_topics_for_partitions.add(source)
 
     def _make_app(self) -> faust.App:
         from stream.security import faust_credentials
@@ -131,17 +128,24 @@ class Wiring:
             broker_session_timeout=10.0,
             broker_heartbeat_interval=1.0,
             broker_rebalance_timeout=10.0,
-            # The ordering and agent stages hold events, unacknowledged, until
-            # later ones arrive; a rebalance that waited for every event to be
-            # acknowledged would wait for ever. Held events of revoked
-            # partitions are dropped instead (drop_held) and read again by
-            # their new owner from the committed offset.
+            # The stages hold envelopes, unacknowledged, until their items are
+            # released and flushed; a rebalance that waited for every message
+            # to be acknowledged would wait for ever. What revoked partitions
+            # held is dropped instead and read again by their new owner.
             stream_wait_empty=False,
         )
 
     @property
     def partitions(self) -> int:
         return self.settings.topics.partitions
+
+    def open_partition(self, table: Any, partition: int) -> TablePartition:
+        """One partition of a table's store, which faust opened when it assigned it."""
+        return TablePartition(table, partition)
+
+    def changelog(self, table: Any) -> str:
+        name: str = table.changelog_topic.get_topic_name()
+        return name
 
     async def reject(self, message: Any, error: InvalidRecord) -> None:
         """Send a record the worker cannot use to the dead-letter topic, with the reason."""
@@ -153,90 +157,103 @@ class Wiring:
             message.offset,
             error.field,
         )
-        await self.dead_letters.send(
-            key=message.key,
-            value=encode_dead_letter(
-                message.topic, message.partition, message.offset, error, message.value
-            ),
+        value = encode_dead_letter(
+            message.topic, message.partition, message.offset, error, message.value
         )
+        await (await self.sender.send(self.settings.topics.deadletter, value, key=message.key))
 
-    async def decode(self, message: Any, decode: Callable[[bytes], T]) -> T | None:
-        """An internal record, or None after dead-lettering one that cannot be read."""
-        try:
-            return decode(message.value or b"")
-        except (ValueError, InvalidRecord) as error:
-            await self.reject(message, InvalidRecord("record", str(error)))
-            return None
+    async def fail(self, what: str, error: BaseException) -> None:
+        """Stop the worker: what was not committed is read again by the next start."""
+        log.error("%s (%s: %s); stopping the worker", what, type(error).__name__, error)
+        await self.app.crash(error)
 
-    async def deliver(self, alerts: list[Alert], arrived: float | None = None) -> None:
-        """Send alerts and wait until Kafka has them: only then may state record their event.
-
-        `arrived` is when the worker read the event behind them (`time.time()`).
-        """
-        pending = []
-        for alert in alerts:
-            self.metrics.alerts.labels(alert.rule_id, alert.severity).inc()
-            pending.append(
-                await self.alerts_topic.send(
-                    key=alert.subject.key.encode(), value=encode_alert(alert)
-                )
-            )
-        for future in pending:
-            await future
-        if arrived is not None:
-            self.metrics.delivered(alerts, time.time() - arrived)
-
-    def store(self, table: Any, key: bytes, value: bytes, new: bool) -> None:
-        """Write a table value; a key `new` to the table counts towards its size metric."""
-        table[key] = value
-        event = faust.current_event()  # the store writes to this event's partition
-        if new and event is not None:
-            self.metrics.state.added(table.name, event.message.partition)
-
-    def probe(self) -> WorkerProbe:
+    def probe(self, reader: InputReader) -> WorkerProbe:
         """The timer task behind the lag and state-size metrics."""
         topics = self.settings.topics
-        consumed = [*topics.inputs, topics.watchlist]
-        consumed += [topics.identity_events, topics.outlet_events, topics.agent_signals]
+        consumed = [topics.identity_events, topics.outlet_events, topics.agent_signals]
         tables = [self.identities, self.outlets, self.agents]
-        return WorkerProbe(self.app, self.metrics, consumed, tables)
+        return WorkerProbe(self.app, self.metrics, consumed, tables, reader.lag)
+
+
+class Pipeline(mode.Service):
+    """The worker's producer and input reader, started before faust's agents and stopped after."""
+
+    def __init__(self, wiring: Wiring, reader: Any, stages: list[Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wiring = wiring
+        self.reader = reader
+        self.stages = stages
+
+    async def on_start(self) -> None:
+        await self.wiring.sender.start()
+
+    @mode.Service.task
+    async def _read(self) -> None:
+        await self.reader.run()
+
+    async def flush_all(self) -> None:
+        """Make what every stage screened durable before the worker goes (on a clean stop)."""
+        for stage in self.stages:
+            await stage.flush()
+
+    async def on_stop(self) -> None:
+        await self.wiring.sender.stop()
 
 
 def create_app(
     settings: Settings,
     pseudonymizer: Pseudonymizer,
+    origins: frozenset[str],
     engine: Engine | None = None,
     metrics: WorkerMetrics | None = None,
 ) -> faust.App:
-    """A Faust app that screens the input topics of `settings`."""
-    from stream.stages import AgentStage, IdentityStage, OrderingStage, OutletStage
+    """A Faust app that screens the input topics of `settings`.
+
+    `origins` names every input partition ("topic/partition"): what the
+    stages wait for before they release an event.
+    """
+    from stream.stages import AgentStage, IdentityStage, OutletStage, Stage
 
     wiring = Wiring(
-        settings, pseudonymizer, engine or Engine(settings.rules), metrics or WorkerMetrics()
+        settings,
+        pseudonymizer,
+        engine or Engine(settings.rules),
+        metrics or WorkerMetrics(),
+        origins,
     )
     app = wiring.app
-    ordering = OrderingStage(wiring)
-    app.agent(wiring.inputs, name="validate")(ordering.run)
-    app.timer(settings.worker.tick_ms / 1000)(ordering.release)
-    identities = IdentityStage(wiring)
-    app.agent(wiring.identity_topic, name="screen-identity")(identities.run)
-    app.timer(settings.worker.tick_ms / 1000)(identities.flush_ticks)
-    app.agent(wiring.outlet_topic, name="screen-outlet")(OutletStage(wiring).run)
+    events = frozenset(o for o in origins if not o.startswith(f"{settings.topics.watchlist}/"))
+    identities = IdentityStage(wiring, origins)
+    outlets = OutletStage(wiring, events)
     agents = AgentStage(wiring)
+    stages: list[Stage[Any]] = [identities, outlets, agents]
+    app.agent(wiring.identity_topic, name="screen-identity")(identities.run)
+    app.agent(wiring.outlet_topic, name="screen-outlet")(outlets.run)
     app.agent(wiring.agent_topic, name="screen-agent")(agents.run)
+    app.timer(settings.worker.tick_ms / 1000)(identities.tick)
+    for stage in stages:
+        app.timer(settings.worker.commit_ms / 4000)(stage.flush_if_due)
+    reader = InputReader(wiring)
+    pipeline = Pipeline(wiring, reader, stages, loop=app.loop, beacon=app.beacon)
+    app.add_dependency(pipeline)
 
     @app.on_partitions_revoked.connect
-    async def drop_held(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def drop_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = set(args[0])  # the signal is sent with the revoked partitions
-        await ordering.on_revoked(revoked)
-        identities.on_revoked(revoked)
-        agents.on_revoked(revoked)
+        for stage in stages:
+            await stage.on_revoked(revoked)
 
     @app.on_partitions_assigned.connect
     async def note_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        ordering.on_assigned(set(args[0]))  # the signal is sent with the whole assignment
+        assigned = set(args[0])  # the signal is sent with the whole assignment
+        for stage in stages:
+            stage.on_assigned(assigned)
 
-    app.timer(PROBE_INTERVAL_S)(wiring.probe().update)
+    @app.on_before_shutdown.connect
+    async def flush_before_stop(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await pipeline.flush_all()
+
+    app.timer(PROBE_INTERVAL_S)(wiring.probe(reader).update)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -255,16 +272,17 @@ def create_app(
 
 def run_worker(settings: Settings, environ: dict[str, str], loglevel: str = "info") -> int:
     """Make the topics, then run the worker until it is stopped."""
-    from stream.topics import ensure_topics
+    from stream.topics import ensure_topics, input_origins
 
     pseudonymizer = make_pseudonymizer(settings, environ)
     if pseudonymizer.is_development_key:
         print(f"warning: {DEV_KEY_WARNING}", file=sys.stderr)
     ensure_topics(settings)
+    origins = input_origins(settings)
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
     for name in RECORD_LOGGERS:  # faust's logging setup leaves these levels alone
         logging.getLogger(name).setLevel(logging.INFO)
-    app = create_app(settings, pseudonymizer)
+    app = create_app(settings, pseudonymizer, origins)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rules.alert import Alert
+from stream.internals import committed_offsets, open_databases
 
 log = logging.getLogger("duanka.metrics")
 
@@ -150,12 +152,26 @@ class WorkerMetrics:
         )
         self.held = Gauge(
             "duanka_events_held",
-            "Valid events waiting to be released in event-time order.",
+            "Items a stage holds until every origin has passed them (event-time order).",
+            ["stage"],
             registry=self.registry,
         )
         self.late = Gauge(
             "duanka_late_events",
-            "Events released after a later one: they came later than the ordering wait.",
+            "Items a stage released after a later one: they came later than the ordering wait.",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.flushes = Counter(
+            "duanka_flushes",
+            "Times a stage made its state durable and acknowledged what it had read.",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.state_rows = Counter(
+            "duanka_state_rows_written",
+            "Changed subjects a stage wrote to its changelog and RocksDB (one row each per flush).",
+            ["stage"],
             registry=self.registry,
         )
         self.lag = Gauge(
@@ -197,6 +213,15 @@ class WorkerMetrics:
         for alert in alerts:
             self.latency.labels(alert.rule_id).observe(seconds)
 
+    def on_delivered(self, rule_id: str, arrived: float) -> Callable[[asyncio.Future[Any]], None]:
+        """A done-callback for an alert's send: its latency, once Kafka has acknowledged it."""
+
+        def observe(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.latency.labels(rule_id).observe(max(0.0, time.time() - arrived))
+
+        return observe
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -214,11 +239,11 @@ class StateSizes:
         self.gauge = gauge
         self.counts: dict[str, dict[int, int]] = {}
 
-    def added(self, table: str, partition: int) -> None:
-        """A stage wrote a key that was not in `table` yet."""
+    def added(self, table: str, partition: int, count: int = 1) -> None:
+        """A stage wrote `count` keys that were not in `table` yet."""
         partitions = self.counts.get(table)
         if partitions is not None and partition in partitions:
-            partitions[partition] += 1
+            partitions[partition] += count
 
     def forget(self) -> None:
         """Partitions are moving: every count is stale until taken again."""
@@ -250,12 +275,18 @@ class WorkerProbe:
     """
 
     def __init__(
-        self, app: Any, metrics: WorkerMetrics, topics: Iterable[str], tables: Iterable[Any]
+        self,
+        app: Any,
+        metrics: WorkerMetrics,
+        topics: Iterable[str],
+        tables: Iterable[Any],
+        input_lag: Callable[[], Awaitable[Mapping[tuple[str, int], int]]] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.topics = frozenset(topics)
         self.tables = list(tables)
+        self.input_lag = input_lag
         self.lag_labels: set[tuple[str, str]] = set()
         self.last_errors: dict[str, str] = {}
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -294,14 +325,18 @@ class WorkerProbe:
         highwaters: Mapping[Any, int] = {}
         if tps:
             highwaters = await asyncio.wait_for(consumer.highwaters(*tps), HIGHWATERS_TIMEOUT_S)
-        committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
-        labels = set()
+        committed = committed_offsets(consumer)
+        lags = {}
         for tp in tps:
             highwater = highwaters.get(tp)
-            if highwater is None:
-                continue
-            label = (tp.topic, str(tp.partition))
-            self.metrics.lag.labels(*label).set(consumer_lag(highwater, committed.get(tp)))
+            if highwater is not None:
+                lags[(tp.topic, tp.partition)] = consumer_lag(highwater, committed.get(tp))
+        if self.input_lag is not None:
+            lags.update(await self.input_lag())
+        labels = set()
+        for (topic, partition), lag in lags.items():
+            label = (topic, str(partition))
+            self.metrics.lag.labels(*label).set(lag)
             labels.add(label)
         for gone in self.lag_labels - labels:
             self.metrics.lag.remove(*gone)
@@ -313,9 +348,7 @@ class WorkerProbe:
             return
         actives = self.app.assignor.assigned_actives()
         for table in self.tables:
-            dbs: Mapping[int, Any] | None = getattr(table.data, "_dbs", None)
-            if dbs is None:  # not a RocksDB store
-                continue
+            dbs = open_databases(table)
             changelog = table.changelog_topic.get_topic_name()
             partitions = {tp.partition for tp in actives if tp.topic == changelog}
             self.metrics.state.track(table.name, partitions, dbs)

@@ -1,101 +1,99 @@
-"""Event-time order across partitions, the way Kafka Streams picks records (KIP-353).
+"""Event-time order across origins: items are released once every origin has passed them.
 
-A worker reads several partitions of two topics at different speeds, so the
-order records arrive in is not event-time order even when they were produced
-in it. `Reorderer` holds records and releases the one with the smallest key
-only when no assigned partition can still deliver a smaller one: every other
-partition has already shown a key at least as large, or it is caught up with
-its log and has been quiet for `max_idle_s`. Each partition is taken to be in
-key order by itself (the contract asks producers to write in event-time order).
+A stage receives items (events, signals) from several *origins*: an input
+partition for the identity and outlet stages, an identity partition for the
+agent stage. Each origin sends its items in key order and, with them, its
+*mark*: the key up to which it has sent everything it will send to this
+stage (or that it is idle: caught up with its log and quiet for a while,
+like Kafka Streams' `max.task.idle.ms`, KIP-353). `Merge` holds the items
+and releases, in key order, those no origin can still undercut.
+
+Marks only move forward: a mark from a restarted origin that re-sends what it
+sent before says nothing new, so the larger key is kept. Which origins exist
+is fixed when the merge is made; one that has not reported yet holds back
+everything after the first key.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 Key = tuple[float, str, str]
-P = TypeVar("P", bound=Hashable)
+T = TypeVar("T")
 
 FIRST: Key = (float("-inf"), "", "")
 
 
-@dataclass(order=True, slots=True)
-class Held:
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """An origin's progress: everything up to `key` sent; `idle`: nothing pending either."""
+
     key: Key
-    arrival: int
-    partition: Any = field(compare=False)
-    item: Any = field(compare=False)
+    idle: bool = False
 
 
-class Reorderer(Generic[P]):
-    """Holds items from in-order partitions and releases them in global key order."""
+class Merge(Generic[T]):
+    """Items from several in-order origins, released in global key order."""
 
-    def __init__(self, max_idle_s: float) -> None:
-        self.max_idle_s = max_idle_s
-        self.heap: list[Held] = []
-        self.last_key: dict[P, Key] = {}
-        self.last_arrival: dict[P, float] = {}
-        self.partitions: set[P] = set()
-        self.released: Key = FIRST
-        self.late = 0
+    def __init__(self, origins: Iterable[str]) -> None:
+        self.origins = frozenset(origins)
+        self.marks: dict[str, Mark] = {}
+        self.heap: list[tuple[Key, int, int, T]] = []
+        self.released: Key = FIRST  # the largest key released so far
+        self.late = 0  # items released after a larger key had been
         self._count = 0
 
-    def assign(self, partitions: Iterable[P], now: float) -> None:
-        """Start waiting on `partitions` (as if each had delivered something at `now`)."""
-        for partition in partitions:
-            if partition not in self.partitions:
-                self.partitions.add(partition)
-                self.last_arrival[partition] = now
-
-    def revoke(self, partitions: Iterable[P]) -> list[Any]:
-        """Stop waiting on `partitions`; return their held items, which are dropped."""
-        gone = set(partitions) & self.partitions
-        if not gone:  # filtering the heap costs as much as all it holds: only when needed
-            return []
-        self.partitions -= gone
-        for partition in gone:
-            self.last_key.pop(partition, None)
-            self.last_arrival.pop(partition, None)
-        dropped = [held.item for held in self.heap if held.partition in gone]
-        self.heap = [held for held in self.heap if held.partition not in gone]
-        heapq.heapify(self.heap)
-        return dropped
-
-    def push(self, partition: P, key: Key, item: Any, now: float) -> None:
-        self.partitions.add(partition)
-        self.last_arrival[partition] = now
-        if key > self.last_key.get(partition, FIRST):
-            self.last_key[partition] = key
+    def push(self, key: Key, seq: int, item: T) -> None:
+        """Hold `item`; `seq` orders items of one key (several signals of one event)."""
         self._count += 1
-        heapq.heappush(self.heap, Held(key, self._count, partition, item))
+        heapq.heappush(self.heap, (key, seq, self._count, item))
 
-    def release(self, now: float, caught_up: Callable[[P], bool]) -> list[tuple[Key, Any]]:
-        """The items no partition can still undercut, in key order."""
-        out: list[tuple[Key, Any]] = []
-        while self.heap:
-            head = self.heap[0]
-            if not all(
-                self._passed(p, head.key, now, caught_up)
-                for p in self.partitions
-                if p != head.partition
-            ):
-                break
-            heapq.heappop(self.heap)
-            if head.key < self.released:
+    def mark(self, origin: str, mark: Mark) -> bool:
+        """Take an origin's mark; False if the origin is not one of this merge's."""
+        if origin not in self.origins:
+            return False
+        old = self.marks.get(origin)
+        if old is None or mark.key >= old.key:
+            self.marks[origin] = mark
+        elif old.idle != mark.idle:
+            self.marks[origin] = Mark(old.key, mark.idle)
+        return True
+
+    def bound(self) -> Key | None:
+        """The key up to which items may go; None when every origin is idle (no bound)."""
+        bound: Key | None = None
+        for origin in self.origins:
+            mark = self.marks.get(origin)
+            if mark is None:
+                return FIRST
+            if not mark.idle and (bound is None or mark.key < bound):
+                bound = mark.key
+        return bound
+
+    def release(self) -> list[T]:
+        """The items no origin can still undercut, in key order."""
+        bound = self.bound()
+        heap = self.heap
+        out: list[T] = []
+        while heap and (bound is None or heap[0][0] <= bound):
+            key, _, _, item = heapq.heappop(heap)
+            if key < self.released:
                 self.late += 1
             else:
-                self.released = head.key
-            out.append((head.key, head.item))
+                self.released = key
+            out.append(item)
         return out
 
-    def _passed(self, partition: P, key: Key, now: float, caught_up: Callable[[P], bool]) -> bool:
-        if self.last_key.get(partition, FIRST) >= key:
-            return True
-        quiet = now - self.last_arrival.get(partition, now)
-        return quiet >= self.max_idle_s and caught_up(partition)
+    def progress(self) -> Mark:
+        """This merge's own mark, for the stage after it: how far what it released goes."""
+        bound = self.bound()
+        if bound is None:
+            known = max((mark.key for mark in self.marks.values()), default=FIRST)
+            return Mark(max(known, self.released), idle=not self.heap)
+        return Mark(max(bound, self.released))
 
     def __len__(self) -> int:
         return len(self.heap)

@@ -192,7 +192,8 @@ def _worker_acls(user: str, settings: Settings) -> list[ACL]:
     ]
     for name, prefixed in own:
         acls += [_acl(user, op, TOPIC, name, prefixed) for op in (READ, WRITE, CREATE)]
-    acls.append(_acl(user, READ, GROUP, app_id))
+    # its faust group (app_id) and its input reader's (app_id-input)
+    acls.append(_acl(user, READ, GROUP, app_id, True))
     return acls
 
 

@@ -122,6 +122,25 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> l
     return created
 
 
+def input_origins(settings: Settings) -> frozenset[str]:
+    """Every partition of the input topics, as "topic/partition": the stages' origins."""
+    topics = settings.topics
+    names = [*topics.inputs, topics.watchlist]
+    admin = admin_client(settings)
+    try:
+        found = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot describe the input topics: {exc}") from exc
+    finally:
+        admin.close()
+    missing = [name for name in names if not found.get(name)]
+    if missing:
+        raise KafkaUnavailable(
+            f"topic {', '.join(missing)} does not exist: run `duanka topics create`"
+        )
+    return frozenset(f"{name}/{p}" for name in names for p in range(found[name]))
+
+
 def _check_partitions(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:
     if not specs:
         return

@@ -245,7 +245,7 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
         ("READ", "GROUP", "police", True),
     }
     worker = _grants(acls, "duanka")
-    assert ("READ", "GROUP", "duanka", False) in worker
+    assert ("READ", "GROUP", "duanka", True) in worker
     assert {(op, name) for op, kind, name, _ in worker if kind == "TOPIC" and op != "READ"} == {
         ("WRITE", "police.alerts"),
         ("WRITE", "screening.deadletter"),

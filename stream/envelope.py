@@ -1,0 +1,185 @@
+"""Envelopes: what the worker's stages send each other, many items to one record.
+
+    identity topic (partition by pseudonym)   events, watchlist changes   from input partitions
+    outlet topic   (partition by outlet_id)   events                      from input partitions
+    agent topic    (partition by agent_id)    signals of identity alerts  from identity partitions
+
+An envelope (`duanka.envelope/1`) holds every item one sender has for one
+partition since it last sent there, and the sender's marks: for each origin
+it reads (an input partition, an identity partition), the key up to which it
+has sent everything, or that the origin is idle. The stage that receives it
+merges the items of every origin back into event-time order with those marks
+(stream/ordering.py), so progress travels with the data instead of in records
+of its own. Items carry the wall-clock time the worker read their input
+event, for the alert latency metric; that stays out of what the rules see.
+
+No envelope carries a raw id number: events are pseudonymous by then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from rules.errors import InvalidRecord
+from rules.event import PseudonymousEvent, pseudonymous_from_row, pseudonymous_row
+from rules.state import AgentSignal, WatchEntry, signal_from_row, signal_row
+from rules.state import watch_from_row as _watch_from_row
+from rules.state import watch_row as _watch_row
+from stream.ordering import FIRST, Key, Mark
+
+ENVELOPE_SCHEMA = "duanka.envelope/1"
+KINDS = ("identity", "outlet", "agent")
+
+
+def event_order(event: PseudonymousEvent) -> Key:
+    """Where an event goes in event-time order: its time, then (source, event_id)."""
+    return (event.occurred_at.timestamp(), event.source, event.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class EventItem:
+    """A pseudonymous event from an input partition, and when the worker read it."""
+
+    origin: str
+    event: PseudonymousEvent
+    arrived: float | None  # wall-clock seconds (time.time()); None if not known
+
+    @property
+    def key(self) -> Key:
+        return event_order(self.event)
+
+    seq = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchItem:
+    """A watchlist entry set (or, with None, removed) for one identity.
+
+    It sorts before every event: the watchlist applies from the moment it is read.
+    """
+
+    origin: str
+    subject_key: str
+    entry: WatchEntry | None
+
+    key = FIRST
+    seq = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SignalItem:
+    """An identity alert on an event an agent handled, from its identity partition."""
+
+    origin: str
+    key: Key  # the ordering key of the event behind the alert
+    seq: int  # its place among that event's alerts
+    signal: AgentSignal
+    arrived: float | None = None
+
+
+Item = EventItem | WatchItem | SignalItem
+
+
+@dataclass(slots=True)
+class Envelope:
+    kind: str
+    items: list[Item] = field(default_factory=list)
+    marks: dict[str, Mark] = field(default_factory=dict)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    origins: dict[str, int] = {}
+
+    def index(origin: str) -> int:
+        return origins.setdefault(origin, len(origins))
+
+    marks = [[index(o), *_key_row(m.key), m.idle] for o, m in envelope.marks.items()]
+    items = [_item_row(item, index(item.origin)) for item in envelope.items]
+    return orjson.dumps(
+        {
+            "schema": ENVELOPE_SCHEMA,
+            "kind": envelope.kind,
+            "origins": list(origins),
+            "marks": marks,
+            "items": items,
+        }
+    )
+
+
+def _key_row(key: Key) -> list[Any]:
+    # JSON has no -infinity: the first key of all is written with a null time
+    return [None if key[0] == FIRST[0] else key[0], key[1], key[2]]
+
+
+def _item_row(item: Item, origin: int) -> list[Any]:
+    if isinstance(item, EventItem):
+        return ["e", origin, item.arrived, pseudonymous_row(item.event)]
+    if isinstance(item, WatchItem):
+        return ["w", origin, item.subject_key, _watch_row(item.entry)]
+    return ["s", origin, *_key_row(item.key), item.seq, signal_row(item.signal), item.arrived]
+
+
+def decode_envelope(raw: bytes | None, kind: str) -> Envelope:
+    """The envelope in `raw`; InvalidRecord if it is not a `kind` envelope of this version.
+
+    Records an older worker wrote to its internal topics (one event or tick
+    per record, no schema) are refused with a reason rather than misread.
+    """
+    if not raw or raw[:1] != b"{":
+        raise InvalidRecord("record", f"not a {ENVELOPE_SCHEMA} record (an older internal format?)")
+    try:
+        obj = orjson.loads(raw)
+        schema = obj.get("schema")
+        if schema != ENVELOPE_SCHEMA:
+            raise InvalidRecord("schema", f"{schema!r} is not {ENVELOPE_SCHEMA}")
+        if obj.get("kind") != kind:
+            raise InvalidRecord("kind", f"a {obj.get('kind')!r} envelope on the {kind} topic")
+        origins = obj["origins"]
+        if not all(type(origin) is str for origin in origins):
+            raise ValueError("origins")
+        marks = {origins[row[0]]: Mark(_key(row[1:4]), _bool(row[4])) for row in obj["marks"]}
+        items = [_item(row, origins) for row in obj["items"]]
+    except InvalidRecord:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise InvalidRecord("record", f"a malformed {ENVELOPE_SCHEMA} record") from None
+    return Envelope(kind, items, marks)
+
+
+def _item(row: list[Any], origins: list[str]) -> Item:
+    tag, origin = row[0], origins[row[1]]
+    if tag == "e" and len(row) == 4:
+        return EventItem(origin, pseudonymous_from_row(row[3]), _arrived(row[2]))
+    if tag == "w" and len(row) == 4 and type(row[2]) is str:
+        return WatchItem(origin, row[2], _watch_from_row(row[3]))
+    if tag == "s" and len(row) == 8 and type(row[5]) is int:
+        return SignalItem(origin, _key(row[2:5]), row[5], signal_from_row(row[6]), _arrived(row[7]))
+    raise ValueError("item")
+
+
+def _key(row: list[Any]) -> Key:
+    ts, source, event_id = row
+    if type(source) is not str or type(event_id) is not str:
+        raise ValueError("key")
+    if ts is None:
+        return (FIRST[0], source, event_id)
+    if type(ts) not in (int, float):
+        raise ValueError("key")
+    return (float(ts), source, event_id)
+
+
+def _bool(value: object) -> bool:
+    if type(value) is not bool:
+        raise ValueError("flag")
+    return value
+
+
+def _arrived(raw: object) -> float | None:
+    if raw is None:
+        return None
+    if type(raw) not in (int, float):
+        raise ValueError("arrival time is not a number")
+    return float(raw)  # type: ignore[arg-type]

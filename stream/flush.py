@@ -1,0 +1,138 @@
+"""A stage's partitions, and the one function that decides the order of a flush.
+
+Between flushes a stage screens what its merges release and sends the
+results at once (alerts, envelopes for the next stage), while the state those
+events changed waits in each partition's cache. `flush` then makes it all
+durable in an order that a crash at any point can only repeat, never lose:
+
+1. the alerts and envelopes sent so far are acknowledged by Kafka;
+2. the changed state goes to the changelog, one record per changed key, as
+   one produce batch per partition, and is acknowledged;
+3. the same rows, with the changelog offset they reach, go to RocksDB as one
+   write batch;
+4. the envelopes whose every item was screened are acknowledged, so faust
+   may commit their offsets.
+
+A crash before 4 reads those envelopes again; state remembers which events
+it applied (by `(source, event_id)`), so they change nothing twice, and an
+alert raised again has the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from stream.cache import Row, StateCache
+from stream.envelope import Envelope, Item
+from stream.ordering import Merge
+
+S = TypeVar("S")
+
+
+@dataclass(slots=True)
+class Pending:
+    """An envelope read from an internal topic; acknowledged once all of it is flushed."""
+
+    left: int  # items not yet released by the merge
+    ack: Callable[[], object]
+
+
+class Part(Generic[S]):
+    """What a stage holds for one partition it processes."""
+
+    def __init__(self, partition: int, origins: Iterable[str], cache: StateCache[S]) -> None:
+        self.partition = partition
+        self.merge: Merge[tuple[Item, Pending]] = Merge(origins)
+        self.cache = cache
+        self.unacked: list[Pending] = []
+        self.alive = True  # False once the partition was taken away: nothing more is written
+
+    def receive(self, envelope: Envelope, ack: Callable[[], object]) -> None:
+        pending = Pending(len(envelope.items), ack)
+        for item in envelope.items:
+            self.merge.push(item.key, item.seq, (item, pending))
+        for origin, mark in envelope.marks.items():
+            self.merge.mark(origin, mark)
+        self.unacked.append(pending)
+
+    def release(self) -> list[Item]:
+        """The items the merge lets go, in event-time order; the caller screens them now."""
+        released = []
+        for item, pending in self.merge.release():
+            pending.left -= 1
+            released.append(item)
+        return released
+
+    def take_done(self) -> list[Pending]:
+        """The envelopes all of whose items have been released (and so screened)."""
+        done = [p for p in self.unacked if p.left == 0]
+        if done:
+            self.unacked = [p for p in self.unacked if p.left > 0]
+        return done
+
+
+class Changelog(Protocol):
+    """Sends rows to a changelog partition: (futures, records in the last batch)."""
+
+    async def send_rows(
+        self, topic: str, partition: int, rows: list[tuple[bytes, bytes | None]]
+    ) -> tuple[list[asyncio.Future[Any]], int]: ...
+
+
+class Store(Protocol):
+    def write(self, rows: list[Row], changelog_offset: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    envelopes: int  # acknowledged
+    rows: int  # state rows written
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """What a flush makes durable: taken at one instant, between two screenings."""
+
+    sends: list[asyncio.Future[Any]]
+    parts: list[tuple[Part[Any], Store, list[Row], list[Pending]]]
+
+
+def checkpoint(
+    parts: Iterable[tuple[Part[Any], Store]], sends: list[asyncio.Future[Any]]
+) -> Checkpoint:
+    """Take every partition's changed state (encoded now) and finished envelopes.
+
+    `sends` must hold every send of everything screened so far: the caller
+    takes this while no screening is under way.
+    """
+    return Checkpoint(
+        sends, [(part, store, part.cache.take(), part.take_done()) for part, store in parts]
+    )
+
+
+async def flush(point: Checkpoint, changelog: Changelog, topic: str) -> Flushed:
+    """Make a checkpoint durable, in the order the module describes."""
+    if point.sends:
+        await asyncio.gather(*point.sends)
+    waiting = []
+    for part, _, rows, _ in point.parts:
+        if rows:
+            futures, count = await changelog.send_rows(topic, part.partition, list(rows))
+            waiting.append((part.partition, futures, count))
+    offsets: dict[int, int] = {}
+    for partition, futures, count in waiting:
+        results = await asyncio.gather(*futures)
+        offsets[partition] = results[-1].offset + count - 1
+    acked = written = 0
+    for part, store, rows, done in point.parts:
+        if rows:
+            store.write(rows, offsets[part.partition])
+            written += len(rows)
+        part.cache.trim()
+        for pending in done:
+            pending.ack()
+        acked += len(done)
+    return Flushed(acked, written)

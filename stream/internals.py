@@ -1,0 +1,66 @@
+"""Every use of faust-streaming's private parts, in one place.
+
+The stages keep their state in faust's tables (RocksDB, one database per
+partition, a changelog topic each), so that faust's recovery, standbys and
+partition assignment keep working, but they write it their own way: a
+partition's changed keys as one RocksDB write batch, with the changelog
+offset faust resumes recovery from, after the changelog records themselves
+went to Kafka as one produce batch (stream/flush.py). Faust has no public
+call for either. What this module relies on, checked against the real broker
+by tests/integration/test_internals.py, and pinned by faust-streaming==0.15.3
+in pyproject.toml:
+
+- `Store._db_for_partition(partition)`: the partition's open `rocksdict.Rdict`
+  (raw keys and values), opened by faust when the partition is assigned;
+- `Store.offset_key`: the key under which faust keeps the last changelog
+  offset applied to that database (`persisted_offset`);
+- `Store._dbs`: the open databases, for the state-size metrics;
+- `Consumer._committed_offset`: what faust last committed per partition, for
+  the lag metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import rocksdict
+
+from stream.cache import Row
+
+
+class TablePartition:
+    """One partition of a faust table's RocksDB store, read and written directly."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.store = table.data
+        self.partition = partition
+        self.db: Any = self.store._db_for_partition(partition)
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(key)
+        return value
+
+    def write(self, rows: list[Row], changelog_offset: int) -> None:
+        """Write `rows` and the changelog offset they reach, as one batch."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in rows:
+            batch.put(key, value)
+        batch.put(self.store.offset_key, str(changelog_offset).encode())
+        self.db.write(batch)
+
+    def persisted_offset(self) -> int | None:
+        raw = self.db.get(self.store.offset_key)
+        return None if raw is None else int(raw)
+
+
+def open_databases(table: Any) -> Mapping[int, Any]:
+    """The RocksDB databases faust has open for `table`, by partition ({} if not RocksDB)."""
+    dbs: Mapping[int, Any] | None = getattr(table.data, "_dbs", None)
+    return {} if dbs is None else dbs
+
+
+def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
+    """The offsets faust last committed (or read as committed), by topic partition."""
+    committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+    return committed

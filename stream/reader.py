@@ -1,0 +1,285 @@
+"""The input reader: carriers', banks' and list keepers' records in, envelopes out.
+
+It reads the input topics in batches with an aiokafka consumer of its own
+(group `<app_id>-input`), which costs a fraction of faust's per-message path;
+it holds no state, so its partitions need not follow the tables'. Each record
+is validated and pseudonymised (a bad one goes to the dead-letter topic with
+its reason), then routed: an event to its identity's partition of the
+identity topic and, if outlet rules screen it, to its outlet's partition of
+the outlet topic; a watchlist change to its identity's partition.
+
+Nothing is reordered here. Each input partition is an *origin*: the reader
+sends, with the envelopes, how far it has read each one (its mark), or that it
+is idle (read to its end and quiet for `worker.order_idle_ms`), and the stages
+merge the origins back into event-time order. Watchlist partitions are origins
+too, whose items all sort first: until the watchlist is read to its end, no
+event goes ahead of an entry that could concern it.
+
+Offsets are committed once Kafka has every envelope and dead letter made
+from the records before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from rules.deadletter import encode_dead_letter
+from rules.errors import InvalidEvent, InvalidRecord
+from rules.event import parse_event, pseudonymise
+from rules.watchlist import parse_watch, watch_identity
+from stream.envelope import EventItem, WatchItem
+from stream.ordering import FIRST, Mark
+from stream.outbox import Outbox, cached_partition_of, partition_of
+from stream.security import aiokafka_options
+
+if TYPE_CHECKING:
+    from stream.app import Wiring
+
+log = logging.getLogger("duanka.reader")
+
+# send what was read once the oldest of it has waited this long (or there is this much)
+MAX_PENDING = 20_000
+
+
+def origin_of(tp: Any) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
+class InputReader:
+    """Reads the input topics and feeds the identity and outlet stages."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.w = wiring
+        settings = wiring.settings
+        self.topics = settings.topics
+        self.identity_box = Outbox("identity", wiring.partitions, wiring.timing)
+        self.outlet_box = Outbox("outlet", wiring.partitions, wiring.timing)
+        self.marks: dict[str, Mark] = {}
+        self.seen: dict[TopicPartition, float] = {}  # when each partition last gave a record
+        self.positions: dict[TopicPartition, int] = {}  # the next offset to read
+        self.uncommitted: set[TopicPartition] = set()
+        self.dead: list[tuple[bytes | None, bytes]] = []  # dead letters to send
+        self.pending_since: float | None = None
+        self.idle_s = settings.worker.order_idle_ms / 1000
+        self.linger_s = settings.worker.linger_ms / 1000
+        self.sending = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+
+    def make_consumer(self) -> AIOKafkaConsumer:
+        settings = self.w.settings
+        return AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap.split(","),
+            group_id=f"{settings.worker.app_id}-input",
+            client_id=f"{settings.worker.app_id}-input",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            rebalance_timeout_ms=10_000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **aiokafka_options(settings.security),
+        )
+
+    async def run(self) -> None:
+        """Read until cancelled."""
+        consumer = self.consumer = self.make_consumer()
+        inputs = [*self.topics.inputs, self.topics.watchlist]
+        consumer.subscribe(inputs, listener=Rebalance(self))
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=self.w.settings.worker.tick_ms,
+                    max_records=self.w.settings.worker.max_batch,
+                )
+                now = time.monotonic()
+                arrived = time.time()
+                for tp, records in batches.items():
+                    for record in records:
+                        self.take(tp, record, now, arrived)
+                    await asyncio.sleep(0)
+                await self.refresh_idle(consumer, now)
+                if self.due(now):
+                    await self.send(now)
+        finally:
+            self.consumer = None
+            await consumer.stop()
+
+    # ---------------------------------------------------------------- records
+
+    def take(self, tp: TopicPartition, record: Any, now: float, arrived: float) -> None:
+        origin = origin_of(tp)
+        self.positions[tp] = record.offset + 1
+        self.seen[tp] = now
+        self.uncommitted.add(tp)
+        if self.pending_since is None:
+            self.pending_since = now
+        mark = self.marks.get(origin, Mark(FIRST))
+        try:
+            if tp.topic == self.topics.watchlist:
+                self.route_watch(self.watch_item(origin, record))
+                self.marks[origin] = Mark(mark.key)
+                return
+            item = self.event_item(origin, record, arrived)
+        except InvalidRecord as error:
+            self.reject(record, error)
+            self.marks[origin] = Mark(mark.key)
+            return
+        key = item.key
+        self.marks[origin] = Mark(key if key > mark.key else mark.key)
+        self.route_event(item)
+
+    def event_item(self, origin: str, record: Any, arrived: float) -> EventItem:
+        if record.value is None:
+            raise InvalidEvent("record", "no value (a null record)")
+        event = parse_event(record.value)
+        self.w.metrics.events_in.labels(record.topic, event.event_type).inc()
+        return EventItem(origin, pseudonymise(event, self.w.pseudonymizer), arrived)
+
+    def watch_item(self, origin: str, record: Any) -> WatchItem:
+        """A watchlist record (or, with a null value, a removal) for the identity it names."""
+        pseudonymizer = self.w.pseudonymizer
+        if record.value is not None:
+            watch = parse_watch(record.value)
+            key = pseudonymizer.subject_key(watch.id_type, watch.id_number)
+            item = WatchItem(origin, key, watch.entry)
+        else:
+            if not record.key:
+                raise InvalidRecord("key", "a watchlist record is keyed by its id number")
+            try:
+                id_type, number = watch_identity(record.key.decode())
+            except UnicodeDecodeError:
+                raise InvalidRecord("key", "not UTF-8") from None
+            item = WatchItem(origin, pseudonymizer.subject_key(id_type, number), None)
+        self.w.metrics.watch_updates.labels("removed" if item.entry is None else "set").inc()
+        return item
+
+    def route_watch(self, item: WatchItem) -> None:
+        self.identity_box.add(partition_of(item.subject_key.encode(), self.w.partitions), item)
+
+    def route_event(self, item: EventItem) -> None:
+        event, engine, partitions = item.event, self.w.engine, self.w.partitions
+        if engine.screens_identity(event):
+            self.identity_box.add(partition_of(event.subject_key.encode(), partitions), item)
+        if engine.screens_outlet(event):
+            self.outlet_box.add(cached_partition_of(event.outlet_id.encode(), partitions), item)
+
+    def reject(self, record: Any, error: InvalidRecord) -> None:
+        self.w.metrics.reject(record.topic, error.field)
+        log.warning(
+            "rejected record topic=%s partition=%d offset=%d field=%s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error.field,
+        )
+        value = encode_dead_letter(
+            record.topic, record.partition, record.offset, error, record.value
+        )
+        self.dead.append((record.key, value))
+
+    # ---------------------------------------------------------------- marks and sending
+
+    async def refresh_idle(self, consumer: AIOKafkaConsumer, now: float) -> None:
+        """Mark each input partition idle or not: read to its end and quiet for a while."""
+        for tp in list(self.seen):
+            origin = origin_of(tp)
+            mark = self.marks.get(origin, Mark(FIRST))
+            quiet = now - self.seen[tp] >= self.idle_s
+            idle = quiet and await self.caught_up(consumer, tp)
+            if idle != mark.idle:
+                self.marks[origin] = Mark(mark.key, idle)
+
+    async def caught_up(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            return False  # not fetched yet
+        position = self.positions.get(tp)
+        if position is None:
+            position = self.positions[tp] = await consumer.position(tp)
+        return position >= highwater
+
+    def due(self, now: float) -> bool:
+        if self.pending_since is None:
+            return True  # marks alone: the outboxes send them when they are due
+        pending = len(self.identity_box) + len(self.outlet_box)
+        return pending >= MAX_PENDING or now - self.pending_since >= self.linger_s
+
+    async def send(self, now: float) -> None:
+        """Send everything read so far, and commit its offsets once Kafka has it all."""
+        async with self.sending:
+            sender, topics = self.w.sender, self.topics
+            dead, self.dead = self.dead, []
+            futures = [await sender.send(topics.deadletter, value, key=key) for key, value in dead]
+            marks = dict(self.marks)
+            for box, topic in (
+                (self.identity_box, topics.identity_events),
+                (self.outlet_box, topics.outlet_events),
+            ):
+                for partition, value in box.envelopes(marks, now):
+                    futures.append(await sender.send(topic, value, partition=partition))
+            self.pending_since = None
+            offsets = {tp: self.positions[tp] for tp in self.uncommitted}
+            self.uncommitted = set()
+            try:
+                await asyncio.gather(*futures)
+            except Exception as error:
+                await self.w.fail("the input reader could not send what it read", error)
+                return
+            await self.commit(offsets)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        consumer = self.consumer
+        if not offsets or consumer is None:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            # Not lost: the records after the last commit are read again (and
+            # the stages apply each event once); say so once per kind of error.
+            log.warning("could not commit the input offsets: %s", type(error).__name__)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records after the committed offset in each input partition this reader holds."""
+        consumer = self.consumer
+        if consumer is None or not self.seen:
+            return {}
+        tps = list(self.seen)
+        ends = await consumer.end_offsets(tps)
+        lags = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            lags[(tp.topic, tp.partition)] = max(0, ends[tp] - (committed or 0))
+        return lags
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        now = time.monotonic()
+        for tp in assigned:
+            self.seen.setdefault(tp, now)
+            self.marks.setdefault(origin_of(tp), Mark(FIRST))
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Send and commit what was read from them; their next owner goes on from there."""
+        await self.send(time.monotonic())
+        for tp in revoked:
+            self.seen.pop(tp, None)
+            self.positions.pop(tp, None)
+            self.marks.pop(origin_of(tp), None)
+
+
+class Rebalance(ConsumerRebalanceListener):
+    def __init__(self, reader: InputReader) -> None:
+        self.reader = reader
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.reader.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.reader.on_assigned(set(assigned))
