@@ -39,22 +39,24 @@ def event_order(event: PseudonymousEvent) -> Key:
     return (event.occurred_at.timestamp(), event.source, event.event_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventItem:
     """A pseudonymous event from an input partition, and when the worker read it."""
 
     origin: str
     event: PseudonymousEvent
     arrived: float | None  # wall-clock seconds (time.time()); None if not known
+    key: Key = field(init=False, compare=False)
+    # the event's JSON, made once though the item may go to two topics
+    row: orjson.Fragment | None = field(default=None, init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> Key:
-        return event_order(self.event)
+    def __post_init__(self) -> None:
+        self.key = event_order(self.event)
 
     seq = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatchItem:
     """A watchlist entry set (or, with None, removed) for one identity.
 
@@ -69,7 +71,7 @@ class WatchItem:
     seq = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SignalItem:
     """An identity alert on an event an agent handled, from its identity partition."""
 
@@ -116,7 +118,9 @@ def _key_row(key: Key) -> list[Any]:
 
 def _item_row(item: Item, origin: int) -> list[Any]:
     if isinstance(item, EventItem):
-        return ["e", origin, item.arrived, pseudonymous_row(item.event)]
+        if item.row is None:
+            item.row = orjson.Fragment(orjson.dumps(pseudonymous_row(item.event)))
+        return ["e", origin, item.arrived, item.row]
     if isinstance(item, WatchItem):
         return ["w", origin, item.subject_key, _watch_row(item.entry)]
     return ["s", origin, *_key_row(item.key), item.seq, signal_row(item.signal), item.arrived]

@@ -12,28 +12,11 @@ learns every origin's mark again within that time).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-
-from aiokafka.partitioner import murmur2
 
 from stream.envelope import Envelope, Item, encode_envelope
 from stream.ordering import Mark
 
 MAX_ITEMS = 1_000  # per envelope: a few hundred KiB of events at most
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives `key` (murmur2), as faust's sends did.
-
-    Keeping Kafka's choice keeps each subject in the partition its state is in.
-    """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-@lru_cache(maxsize=65_536)
-def cached_partition_of(key: bytes, partitions: int) -> int:
-    """`partition_of` for keys that repeat (outlets, agents), which are not personal data."""
-    return partition_of(key, partitions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,8 @@ from rules.event import parse_event, pseudonymise
 from rules.watchlist import parse_watch, watch_identity
 from stream.envelope import EventItem, WatchItem
 from stream.ordering import FIRST, Mark
-from stream.outbox import Outbox, cached_partition_of, partition_of
+from stream.outbox import Outbox
+from stream.partitioner import cached_partition_of, partitions_of
 from stream.security import aiokafka_options
 
 if TYPE_CHECKING:
@@ -102,8 +103,7 @@ class InputReader:
                 now = time.monotonic()
                 arrived = time.time()
                 for tp, records in batches.items():
-                    for record in records:
-                        self.take(tp, record, now, arrived)
+                    self.route([self.take(tp, record, now, arrived) for record in records])
                     await asyncio.sleep(0)
                 await self.refresh_idle(consumer, now)
                 if self.due(now):
@@ -114,7 +114,10 @@ class InputReader:
 
     # ---------------------------------------------------------------- records
 
-    def take(self, tp: TopicPartition, record: Any, now: float, arrived: float) -> None:
+    def take(
+        self, tp: TopicPartition, record: Any, now: float, arrived: float
+    ) -> EventItem | WatchItem | None:
+        """The item a record makes (None once it is dead-lettered); moves the partition's mark."""
         origin = origin_of(tp)
         self.positions[tp] = record.offset + 1
         self.seen[tp] = now
@@ -122,19 +125,19 @@ class InputReader:
         if self.pending_since is None:
             self.pending_since = now
         mark = self.marks.get(origin, Mark(FIRST))
+        item: EventItem | WatchItem
         try:
             if tp.topic == self.topics.watchlist:
-                self.route_watch(self.watch_item(origin, record))
-                self.marks[origin] = Mark(mark.key)
-                return
-            item = self.event_item(origin, record, arrived)
+                item = self.watch_item(origin, record)
+            else:
+                item = self.event_item(origin, record, arrived)
         except InvalidRecord as error:
             self.reject(record, error)
             self.marks[origin] = Mark(mark.key)
-            return
+            return None
         key = item.key
         self.marks[origin] = Mark(key if key > mark.key else mark.key)
-        self.route_event(item)
+        return item
 
     def event_item(self, origin: str, record: Any, arrived: float) -> EventItem:
         if record.value is None:
@@ -161,15 +164,26 @@ class InputReader:
         self.w.metrics.watch_updates.labels("removed" if item.entry is None else "set").inc()
         return item
 
-    def route_watch(self, item: WatchItem) -> None:
-        self.identity_box.add(partition_of(item.subject_key.encode(), self.w.partitions), item)
-
-    def route_event(self, item: EventItem) -> None:
-        event, engine, partitions = item.event, self.w.engine, self.w.partitions
-        if engine.screens_identity(event):
-            self.identity_box.add(partition_of(event.subject_key.encode(), partitions), item)
-        if engine.screens_outlet(event):
-            self.outlet_box.add(cached_partition_of(event.outlet_id.encode(), partitions), item)
+    def route(self, items: list[EventItem | WatchItem | None]) -> None:
+        """Each item to its identity's partition and, for what outlet rules screen, its outlet's."""
+        engine, partitions = self.w.engine, self.w.partitions
+        to_identity: list[EventItem | WatchItem] = []
+        for item in items:
+            if isinstance(item, WatchItem):
+                to_identity.append(item)
+            elif item is not None:
+                event = item.event
+                if engine.screens_identity(event):
+                    to_identity.append(item)
+                if engine.screens_outlet(event):
+                    target = cached_partition_of(event.outlet_id.encode(), partitions)
+                    self.outlet_box.add(target, item)
+        keys = [
+            (item.subject_key if isinstance(item, WatchItem) else item.event.subject_key).encode()
+            for item in to_identity
+        ]
+        for item, target in zip(to_identity, partitions_of(keys, partitions), strict=True):
+            self.identity_box.add(target, item)
 
     def reject(self, record: Any, error: InvalidRecord) -> None:
         self.w.metrics.reject(record.topic, error.field)

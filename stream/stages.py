@@ -40,7 +40,8 @@ from stream.cache import StateCache
 from stream.envelope import EventItem, Item, SignalItem, WatchItem, decode_envelope, event_order
 from stream.flush import Part, checkpoint, flush
 from stream.internals import TablePartition
-from stream.outbox import Outbox, cached_partition_of
+from stream.outbox import Outbox
+from stream.partitioner import cached_partition_of
 
 if TYPE_CHECKING:
     from stream.app import Wiring

@@ -10,7 +10,7 @@ from rules.state import WatchEntry
 from stream.cache import Row, StateCache
 from stream.envelope import WatchItem, decode_envelope
 from stream.ordering import FIRST, Mark
-from stream.outbox import MAX_ITEMS, Outbox, Timing, partition_of
+from stream.outbox import MAX_ITEMS, Outbox, Timing
 
 TIMING = Timing(tick_s=0.1, heartbeat_s=1.0)
 ENTRY = WatchEntry("all", date(2025, 1, 1), date(2030, 1, 1), "credit_punishment")
@@ -46,13 +46,6 @@ def test_many_items_are_split_and_only_the_last_envelope_carries_the_marks() -> 
     assert [e.marks for e in envelopes] == [{}, {}, marks]
     assert [i for e in envelopes for i in e.items] == [item(n) for n in range(MAX_ITEMS * 2 + 3)]
     assert len(box) == 0
-
-
-def test_partitions_are_kafkas_default_partitioners() -> None:
-    """Java's murmur2 test vectors (org.apache.kafka.common.utils.UtilsTest), mod 8."""
-    assert partition_of(b"21", 1 << 31) == -973932308 & 0x7FFFFFFF
-    assert partition_of(b"foobar", 1 << 31) == -790332482 & 0x7FFFFFFF
-    assert {partition_of(f"k:{n}".encode(), 8) for n in range(200)} == set(range(8))
 
 
 class DictStore:

@@ -33,7 +33,8 @@ from stream.envelope import (
 )
 from stream.metrics import WorkerMetrics
 from stream.ordering import FIRST, Mark
-from stream.outbox import Timing, partition_of
+from stream.outbox import Timing
+from stream.partitioner import partition_of
 from stream.stages import AgentStage, IdentityStage, OutletStage
 
 PARTITIONS = 2
