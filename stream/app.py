@@ -22,6 +22,7 @@ at-least-once delivery repeats after a crash neither loses nor doubles an alert.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ from typing import Any
 
 import faust
 import mode
+from aiokafka.errors import KafkaError
+from faust.types import TP
 
 from rules.config import Settings
 from rules.deadletter import encode_dead_letter
@@ -36,11 +39,13 @@ from rules.engine import Engine
 from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.console import install_console
-from stream.internals import TablePartition
+from stream.ends import EndWatch
+from stream.internals import TablePartition, commit_offsets
 from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
 from stream.outbox import Timing
 from stream.reader import InputReader
 from stream.sender import Sender
+from stream.stages import AgentStage, IdentityStage, OutletStage, Stage
 from stream.topics import TABLES
 
 log = logging.getLogger("duanka.worker")
@@ -93,9 +98,10 @@ class Wiring:
         self.app = self._make_app()
         self.sender = Sender(settings, client_id=f"{worker.app_id}-sender")
         topics = settings.topics
-        self.identity_topic = self.app.topic(topics.identity_events, **RAW)
-        self.outlet_topic = self.app.topic(topics.outlet_events, **RAW)
-        self.agent_topic = self.app.topic(topics.agent_signals, **RAW)
+        # the stages commit these themselves (stream/flush.py), so faust acknowledges none
+        self.identity_topic = self.app.topic(topics.identity_events, acks=False, **RAW)
+        self.outlet_topic = self.app.topic(topics.outlet_events, acks=False, **RAW)
+        self.agent_topic = self.app.topic(topics.agent_signals, acks=False, **RAW)
         # bytes keys and values: faust then stores them as they are (raw)
         tables: dict[str, Any] = {
             "key_type": bytes,
@@ -143,6 +149,10 @@ class Wiring:
         """One partition of a table's store, which faust opened when it assigned it."""
         return TablePartition(table, partition)
 
+    async def commit(self, topic: str, offsets: dict[int, int]) -> None:
+        """Commit a stage's offsets (partition -> next offset to read) in faust's group."""
+        await commit_offsets(self.app.consumer, {TP(topic, p): o for p, o in offsets.items()})
+
     def changelog(self, table: Any) -> str:
         name: str = table.changelog_topic.get_topic_name()
         return name
@@ -176,20 +186,45 @@ class Wiring:
 
 
 class Pipeline(mode.Service):
-    """The worker's producer and input reader, started before faust's agents and stopped after."""
+    """The worker's producer, input reader and end watch: started before faust's agents."""
 
-    def __init__(self, wiring: Wiring, reader: Any, stages: list[Any], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        reader: InputReader,
+        stages: list[Stage[Any]],
+        watch: EndWatch,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.wiring = wiring
         self.reader = reader
         self.stages = stages
+        self.watch = watch
 
     async def on_start(self) -> None:
         await self.wiring.sender.start()
+        await self.watch.start()
 
     @mode.Service.task
     async def _read(self) -> None:
         await self.reader.run()
+
+    @mode.Service.task
+    async def _watch_ends(self) -> None:
+        """Tell the stages fed by the reader where the inputs end, every `tick_ms`."""
+        merging = [stage for stage in self.stages if stage.kind in ("identity", "outlet")]
+        interval = self.wiring.settings.worker.tick_ms / 1000
+        while not self.should_stop:
+            counts = [stage.counts() for stage in merging]
+            try:
+                ends = await self.watch.poll()
+            except KafkaError as error:
+                log.debug("could not read the input partitions' ends: %s", error)
+            else:
+                for stage, before in zip(merging, counts, strict=True):
+                    await stage.on_ends(ends, before)
+            await asyncio.sleep(interval)
 
     async def flush_all(self) -> None:
         """Make what every stage screened durable before the worker goes (on a clean stop)."""
@@ -197,6 +232,7 @@ class Pipeline(mode.Service):
             await stage.flush()
 
     async def on_stop(self) -> None:
+        await self.watch.stop()
         await self.wiring.sender.stop()
 
 
@@ -212,7 +248,6 @@ def create_app(
     `origins` names every input partition ("topic/partition"): what the
     stages wait for before they release an event.
     """
-    from stream.stages import AgentStage, IdentityStage, OutletStage, Stage
 
     wiring = Wiring(
         settings,
@@ -234,7 +269,8 @@ def create_app(
     for stage in stages:
         app.timer(settings.worker.commit_ms / 4000)(stage.flush_if_due)
     reader = InputReader(wiring)
-    pipeline = Pipeline(wiring, reader, stages, loop=app.loop, beacon=app.beacon)
+    watch = EndWatch(settings, origins)
+    pipeline = Pipeline(wiring, reader, stages, watch, loop=app.loop, beacon=app.beacon)
     app.add_dependency(pipeline)
 
     @app.on_partitions_revoked.connect

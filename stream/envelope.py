@@ -7,7 +7,8 @@
 An envelope (`duanka.envelope/1`) holds every item one sender has for one
 partition since it last sent there, and the sender's marks: for each origin
 it reads (an input partition, an identity partition), the key up to which it
-has sent everything, or that the origin is idle. The stage that receives it
+has sent everything (and, for an input partition, the offset it reads next).
+The stage that receives it
 merges the items of every origin back into event-time order with those marks
 (stream/ordering.py), so progress travels with the data instead of in records
 of its own. Items carry the wall-clock time the worker read their input
@@ -98,7 +99,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
     def index(origin: str) -> int:
         return origins.setdefault(origin, len(origins))
 
-    marks = [[index(o), *_key_row(m.key), m.idle] for o, m in envelope.marks.items()]
+    marks = [[index(o), *_key_row(m.key), m.position] for o, m in envelope.marks.items()]
     items = [_item_row(item, index(item.origin)) for item in envelope.items]
     return orjson.dumps(
         {
@@ -144,7 +145,7 @@ def decode_envelope(raw: bytes | None, kind: str) -> Envelope:
         origins = obj["origins"]
         if not all(type(origin) is str for origin in origins):
             raise ValueError("origins")
-        marks = {origins[row[0]]: Mark(_key(row[1:4]), _bool(row[4])) for row in obj["marks"]}
+        marks = {origins[row[0]]: Mark(_key(row[1:4]), _int(row[4])) for row in obj["marks"]}
         items = [_item(row, origins) for row in obj["items"]]
     except InvalidRecord:
         raise
@@ -175,9 +176,9 @@ def _key(row: list[Any]) -> Key:
     return (float(ts), source, event_id)
 
 
-def _bool(value: object) -> bool:
-    if type(value) is not bool:
-        raise ValueError("flag")
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise ValueError("not an integer")
     return value
 
 

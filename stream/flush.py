@@ -10,34 +10,42 @@ durable in an order that a crash at any point can only repeat, never lose:
    one produce batch per partition, and is acknowledged;
 3. the same rows, with the changelog offset they reach, go to RocksDB as one
    write batch;
-4. the envelopes whose every item was screened are acknowledged, so faust
-   may commit their offsets.
+4. the offset after the last envelope all of whose items (and of every
+   envelope before it) were screened is committed.
 
 A crash before 4 reads those envelopes again; state remembers which events
 it applied (by `(source, event_id)`), so they change nothing twice, and an
 alert raised again has the same id.
+
+The stages commit their offsets themselves rather than through faust's
+acknowledgements: faust acknowledges, on a stream without acks too, the
+messages it skips while a rebalance goes on, and commits past a gap of one
+offset at the head of what was acknowledged (or any, on a partition with no
+commit yet; faust-streaming 0.15.3, `Stream._py_aiter` and
+`Consumer._new_offset`), either of which can put the committed offset past
+an envelope still held.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from stream.cache import Row, StateCache
 from stream.envelope import Envelope, Item
-from stream.ordering import Merge
+from stream.ordering import Ends, Merge
 
 S = TypeVar("S")
 
 
 @dataclass(slots=True)
 class Pending:
-    """An envelope read from an internal topic; acknowledged once all of it is flushed."""
+    """An envelope read from an internal topic; committed once all of it is flushed."""
 
     left: int  # items not yet released by the merge
-    ack: Callable[[], object]
+    offset: int
 
 
 class Part(Generic[S]):
@@ -49,29 +57,42 @@ class Part(Generic[S]):
         self.cache = cache
         self.unacked: list[Pending] = []
         self.alive = True  # False once the partition was taken away: nothing more is written
+        self.held_since: float | None = None  # since when the merge has held something
 
-    def receive(self, envelope: Envelope, ack: Callable[[], object]) -> None:
-        pending = Pending(len(envelope.items), ack)
+    def receive(self, envelope: Envelope, offset: int) -> None:
+        pending = Pending(len(envelope.items), offset)
         for item in envelope.items:
             self.merge.push(item.key, item.seq, (item, pending))
         for origin, mark in envelope.marks.items():
             self.merge.mark(origin, mark)
         self.unacked.append(pending)
 
-    def release(self) -> list[Item]:
+    def release(self, ends: Ends | None = None, before: int = 0) -> list[Item]:
         """The items the merge lets go, in event-time order; the caller screens them now."""
         released = []
-        for item, pending in self.merge.release():
+        for item, pending in self.merge.release(ends, before):
             pending.left -= 1
             released.append(item)
         return released
 
-    def take_done(self) -> list[Pending]:
-        """The envelopes all of whose items have been released (and so screened)."""
-        done = [p for p in self.unacked if p.left == 0]
-        if done:
-            self.unacked = [p for p in self.unacked if p.left > 0]
-        return done
+    def skip(self, offset: int) -> None:
+        """An envelope with nothing to screen (one dead-lettered): committed in its turn."""
+        self.unacked.append(Pending(0, offset))
+
+    def take_done(self) -> int | None:
+        """The offset to commit: after the envelopes, in the order read, up to the first held.
+
+        None if the first envelope not yet committed still has an item held.
+        """
+        count = 0
+        for pending in self.unacked:
+            if pending.left:
+                break
+            count += 1
+        if not count:
+            return None
+        done, self.unacked = self.unacked[:count], self.unacked[count:]
+        return done[-1].offset + 1
 
 
 class Changelog(Protocol):
@@ -86,9 +107,12 @@ class Store(Protocol):
     def write(self, rows: list[Row], changelog_offset: int) -> None: ...
 
 
+Commit = Callable[[dict[int, int]], Awaitable[object]]  # partition -> offset to commit
+
+
 @dataclass(frozen=True, slots=True)
 class Flushed:
-    envelopes: int  # acknowledged
+    commits: dict[int, int]  # partition -> offset committed
     rows: int  # state rows written
 
 
@@ -97,7 +121,7 @@ class Checkpoint:
     """What a flush makes durable: taken at one instant, between two screenings."""
 
     sends: list[asyncio.Future[Any]]
-    parts: list[tuple[Part[Any], Store, list[Row], list[Pending]]]
+    parts: list[tuple[Part[Any], Store, list[Row], int | None]]
 
 
 def checkpoint(
@@ -113,7 +137,7 @@ def checkpoint(
     )
 
 
-async def flush(point: Checkpoint, changelog: Changelog, topic: str) -> Flushed:
+async def flush(point: Checkpoint, changelog: Changelog, topic: str, commit: Commit) -> Flushed:
     """Make a checkpoint durable, in the order the module describes."""
     if point.sends:
         await asyncio.gather(*point.sends)
@@ -126,13 +150,15 @@ async def flush(point: Checkpoint, changelog: Changelog, topic: str) -> Flushed:
     for partition, futures, count in waiting:
         results = await asyncio.gather(*futures)
         offsets[partition] = results[-1].offset + count - 1
-    acked = written = 0
+    written = 0
+    commits: dict[int, int] = {}
     for part, store, rows, done in point.parts:
         if rows:
             store.write(rows, offsets[part.partition])
             written += len(rows)
         part.cache.trim()
-        for pending in done:
-            pending.ack()
-        acked += len(done)
-    return Flushed(acked, written)
+        if done is not None:
+            commits[part.partition] = done
+    if commits:
+        await commit(commits)
+    return Flushed(commits, written)

@@ -16,7 +16,12 @@ in pyproject.toml:
   offset applied to that database (`persisted_offset`);
 - `Store._dbs`: the open databases, for the state-size metrics;
 - `Consumer._committed_offset`: what faust last committed per partition, for
-  the lag metrics.
+  the lag metrics;
+- `Consumer._commit_offsets(offsets)`: commits offsets in faust's consumer
+  group (it drops those of partitions no longer assigned, and notes what it
+  committed). The stages' topics are made with `acks=False`, so faust itself
+  commits nothing there: the stages commit what they have flushed (see
+  stream/flush.py for why faust's own acknowledgements would not do).
 """
 
 from __future__ import annotations
@@ -58,6 +63,12 @@ def open_databases(table: Any) -> Mapping[int, Any]:
     """The RocksDB databases faust has open for `table`, by partition ({} if not RocksDB)."""
     dbs: Mapping[int, Any] | None = getattr(table.data, "_dbs", None)
     return {} if dbs is None else dbs
+
+
+async def commit_offsets(consumer: Any, offsets: Mapping[Any, int]) -> bool:
+    """Commit `offsets` (topic partition -> next offset to read) in faust's consumer group."""
+    committed: bool = await consumer._commit_offsets(offsets)
+    return committed
 
 
 def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:

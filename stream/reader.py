@@ -9,11 +9,11 @@ identity topic and, if outlet rules screen it, to its outlet's partition of
 the outlet topic; a watchlist change to its identity's partition.
 
 Nothing is reordered here. Each input partition is an *origin*: the reader
-sends, with the envelopes, how far it has read each one (its mark), or that it
-is idle (read to its end and quiet for `worker.order_idle_ms`), and the stages
-merge the origins back into event-time order. Watchlist partitions are origins
-too, whose items all sort first: until the watchlist is read to its end, no
-event goes ahead of an entry that could concern it.
+sends, with the envelopes, how far it has read each one (its mark: the last
+key, and the next offset to read), and the stages merge the origins back
+into event-time order. Watchlist partitions are origins too, whose items all
+sort first: until the watchlist is read to its end, no event goes ahead of
+an entry that could concern it.
 
 Offsets are committed once Kafka has every envelope and dead letter made
 from the records before them.
@@ -33,6 +33,7 @@ from aiokafka.structs import TopicPartition
 from rules.deadletter import encode_dead_letter
 from rules.errors import InvalidEvent, InvalidRecord
 from rules.event import parse_event, pseudonymise
+from rules.replay import LATE, sort_key
 from rules.watchlist import parse_watch, watch_identity
 from stream.envelope import EventItem, WatchItem
 from stream.ordering import FIRST, Mark
@@ -63,12 +64,13 @@ class InputReader:
         self.identity_box = Outbox("identity", wiring.partitions, wiring.timing)
         self.outlet_box = Outbox("outlet", wiring.partitions, wiring.timing)
         self.marks: dict[str, Mark] = {}
-        self.seen: dict[TopicPartition, float] = {}  # when each partition last gave a record
+        self.assigned: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}  # the next offset to read
+        # partitions read from the record before their committed offset, for its key only
+        self.peeking: dict[TopicPartition, int] = {}
         self.uncommitted: set[TopicPartition] = set()
         self.dead: list[tuple[bytes | None, bytes]] = []  # dead letters to send
         self.pending_since: float | None = None
-        self.idle_s = settings.worker.order_idle_ms / 1000
         self.linger_s = settings.worker.linger_ms / 1000
         self.sending = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -105,7 +107,7 @@ class InputReader:
                 for tp, records in batches.items():
                     self.route([self.take(tp, record, now, arrived) for record in records])
                     await asyncio.sleep(0)
-                await self.refresh_idle(consumer, now)
+                await self.find_positions(consumer)
                 if self.due(now):
                     await self.send(now)
         finally:
@@ -119,8 +121,9 @@ class InputReader:
     ) -> EventItem | WatchItem | None:
         """The item a record makes (None once it is dead-lettered); moves the partition's mark."""
         origin = origin_of(tp)
-        self.positions[tp] = record.offset + 1
-        self.seen[tp] = now
+        if tp in self.peeking and self.peek(tp, record):
+            return None
+        position = self.positions[tp] = record.offset + 1
         self.uncommitted.add(tp)
         if self.pending_since is None:
             self.pending_since = now
@@ -133,11 +136,28 @@ class InputReader:
                 item = self.event_item(origin, record, arrived)
         except InvalidRecord as error:
             self.reject(record, error)
-            self.marks[origin] = Mark(mark.key)
+            self.marks[origin] = Mark(mark.key, position)
             return None
         key = item.key
-        self.marks[origin] = Mark(key if key > mark.key else mark.key)
+        self.marks[origin] = Mark(key if key > mark.key else mark.key, position)
         return item
+
+    def peek(self, tp: TopicPartition, record: Any) -> bool:
+        """Whether `record` is the one before where reading resumes: it gives the mark its key.
+
+        A reader that takes a partition over knows where to go on from, but not
+        the key its predecessor got to; the stages need that key, or a stage
+        that starts afresh could not tell how far a quiet partition has got.
+        """
+        start = self.peeking.pop(tp)
+        if record.offset >= start:
+            return False  # the record before is gone (retention): nothing to learn
+        key = sort_key(record.value or b"")
+        if key[0] != LATE:
+            origin = origin_of(tp)
+            mark = self.marks.get(origin, Mark(FIRST, start))
+            self.marks[origin] = Mark(max(key, mark.key), start)
+        return True
 
     def event_item(self, origin: str, record: Any, arrived: float) -> EventItem:
         if record.value is None:
@@ -201,24 +221,12 @@ class InputReader:
 
     # ---------------------------------------------------------------- marks and sending
 
-    async def refresh_idle(self, consumer: AIOKafkaConsumer, now: float) -> None:
-        """Mark each input partition idle or not: read to its end and quiet for a while."""
-        for tp in list(self.seen):
-            origin = origin_of(tp)
-            mark = self.marks.get(origin, Mark(FIRST))
-            quiet = now - self.seen[tp] >= self.idle_s
-            idle = quiet and await self.caught_up(consumer, tp)
-            if idle != mark.idle:
-                self.marks[origin] = Mark(mark.key, idle)
-
-    async def caught_up(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            return False  # not fetched yet
-        position = self.positions.get(tp)
-        if position is None:
+    async def find_positions(self, consumer: AIOKafkaConsumer) -> None:
+        """Where reading starts in partitions nothing was read from yet (their mark says so)."""
+        for tp in self.assigned - self.positions.keys():
             position = self.positions[tp] = await consumer.position(tp)
-        return position >= highwater
+            origin = origin_of(tp)
+            self.marks[origin] = Mark(self.marks.get(origin, Mark(FIRST)).key, position)
 
     def due(self, now: float) -> bool:
         if self.pending_since is None:
@@ -263,9 +271,9 @@ class InputReader:
     async def lag(self) -> dict[tuple[str, int], int]:
         """Records after the committed offset in each input partition this reader holds."""
         consumer = self.consumer
-        if consumer is None or not self.seen:
+        if consumer is None or not self.assigned:
             return {}
-        tps = list(self.seen)
+        tps = list(self.assigned)
         ends = await consumer.end_offsets(tps)
         lags = {}
         for tp in tps:
@@ -273,18 +281,25 @@ class InputReader:
             lags[(tp.topic, tp.partition)] = max(0, ends[tp] - (committed or 0))
         return lags
 
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        now = time.monotonic()
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Resume each event partition one record early, to learn the key it had got to."""
+        self.assigned = set(assigned)
         for tp in assigned:
-            self.seen.setdefault(tp, now)
-            self.marks.setdefault(origin_of(tp), Mark(FIRST))
+            if tp.topic == self.topics.watchlist:
+                continue
+            committed = await consumer.committed(tp)
+            if committed:
+                self.positions[tp] = self.peeking[tp] = committed
+                self.marks[origin_of(tp)] = Mark(FIRST, committed)
+                consumer.seek(tp, committed - 1)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Send and commit what was read from them; their next owner goes on from there."""
         await self.send(time.monotonic())
+        self.assigned -= revoked
         for tp in revoked:
-            self.seen.pop(tp, None)
             self.positions.pop(tp, None)
+            self.peeking.pop(tp, None)
             self.marks.pop(origin_of(tp), None)
 
 
@@ -296,4 +311,6 @@ class Rebalance(ConsumerRebalanceListener):
         await self.reader.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.reader.on_assigned(set(assigned))
+        consumer = self.reader.consumer
+        if consumer is not None:
+            await self.reader.on_assigned(consumer, set(assigned))

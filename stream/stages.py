@@ -40,6 +40,7 @@ from stream.cache import StateCache
 from stream.envelope import EventItem, Item, SignalItem, WatchItem, decode_envelope, event_order
 from stream.flush import Part, checkpoint, flush
 from stream.internals import TablePartition
+from stream.ordering import Ends
 from stream.outbox import Outbox
 from stream.partitioner import cached_partition_of
 
@@ -51,6 +52,8 @@ S = TypeVar("S")
 
 # flush before the commit interval is up when this many subjects wait to be written
 MAX_DIRTY = 50_000
+# a partition that has held items this long says which origins it waits for
+WAIT_REPORT_S = 15.0
 
 
 class Stage(Generic[S]):
@@ -78,28 +81,32 @@ class Stage(Generic[S]):
         self.flushing = asyncio.Lock()
         self.flushed_at = time.monotonic()
         self.commit_s = wiring.settings.worker.commit_ms / 1000
+        # the latest view of the inputs' ends, and how many items each part had when it was taken
+        self.ends: Ends | None = None
+        self.before: dict[Part[S], int] = {}
+        self.reported: dict[int, float] = {}  # partition -> when a long wait was last reported
 
     # ---------------------------------------------------------------- record path
 
     async def run(self, stream: StreamT) -> None:
-        """The faust agent: every envelope of the stage's topic."""
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            await self.take(event.message, event.ack)
+        """The faust agent: every envelope of the stage's topic (faust acknowledges none)."""
+        async for event in stream.events():
+            await self.take(event.message)
 
-    async def take(self, message: Any, ack: Callable[[], object]) -> None:
+    async def take(self, message: Any) -> None:
+        if message.partition not in self.assigned:
+            return  # taken away since faust fetched it: the new owner reads it
         try:
             envelope = decode_envelope(message.value, self.kind)
         except InvalidRecord as error:
             await self.w.reject(message, error)
-            ack()
+            async with self.screening:
+                self.part(message.partition)[0].skip(message.offset)
             return
-        if message.partition not in self.assigned:
-            return  # taken away since faust fetched it: the new owner reads it
         async with self.screening:
             part, _ = self.part(message.partition)
-            part.receive(envelope, ack)
-            for item in part.release():
-                await self.screen(part, item)
+            part.receive(envelope, message.offset)
+            await self.screen_released(part)
             await self.after_screening()
         self.note_held()
         if self.flush_due():
@@ -119,8 +126,25 @@ class Stage(Generic[S]):
             entry = self.parts[partition] = (Part(partition, self.origins, cache), store)
         return entry
 
+    async def screen_released(self, part: Part[S]) -> None:
+        for item in part.release(self.ends, self.before.get(part, 0)):
+            await self.screen(part, item)
+
     async def screen(self, part: Part[S], item: Item) -> None:
         raise NotImplementedError
+
+    def counts(self) -> dict[Part[S], int]:
+        """How many items each part has had so far: a view of the ends taken now covers those."""
+        return {part: part.merge.pushed for part, _ in self.parts.values()}
+
+    async def on_ends(self, ends: Ends, counts: dict[Part[S], int]) -> None:
+        """A new view of where the inputs end (taken once the parts had `counts` items)."""
+        async with self.screening:
+            self.ends, self.before = ends, counts
+            for part, _ in list(self.parts.values()):
+                await self.screen_released(part)
+            await self.after_screening()
+        self.note_held()
 
     async def after_screening(self) -> None:
         """What a stage sends on once a screening is done (the identity stage: signals)."""
@@ -152,8 +176,31 @@ class Stage(Generic[S]):
 
     async def flush_if_due(self) -> None:
         """An app timer's task: a flush every `commit_ms` even when no envelope comes."""
+        self.report_waits()
         if self.flush_due():
             await self.flush()
+
+    def report_waits(self) -> None:
+        """Say which origins a partition has waited for a long time (their worker is gone?)."""
+        now = time.monotonic()
+        for partition, (part, _) in self.parts.items():
+            if not len(part.merge):
+                part.held_since = None
+                continue
+            if part.held_since is None:
+                part.held_since = now
+            waited = now - part.held_since
+            if waited >= WAIT_REPORT_S and now - self.reported.get(partition, 0.0) >= WAIT_REPORT_S:
+                self.reported[partition] = now
+                blocking = part.merge.blocking(self.ends)
+                log.warning(
+                    "%s stage partition %d has held %d items for %.0f s, waiting for %s",
+                    self.kind,
+                    partition,
+                    len(part.merge),
+                    waited,
+                    ", ".join(blocking[:8]) + (" ..." if len(blocking) > 8 else ""),
+                )
 
     async def flush(self) -> None:
         async with self.flushing:
@@ -162,7 +209,7 @@ class Stage(Generic[S]):
                 point = checkpoint(self.parts.values(), sends)
             self.flushed_at = time.monotonic()
             try:
-                done = await flush(point, self.w.sender, self.w.changelog(self.table))
+                done = await flush(point, self.w.sender, self.w.changelog(self.table), self.commit)
             except Exception as error:
                 await self.w.fail(f"the {self.kind} stage could not flush", error)
                 return
@@ -172,25 +219,32 @@ class Stage(Generic[S]):
             self.w.metrics.flushes.labels(self.kind).inc()
             self.w.metrics.state_rows.labels(self.kind).inc(done.rows)
 
+    async def commit(self, offsets: dict[int, int]) -> None:
+        await self.w.commit(self.topic, offsets)
+
     # ---------------------------------------------------------------- rebalances
 
     def on_assigned(self, assigned: set[TP]) -> None:
         self.assigned = {tp.partition for tp in assigned if tp.topic == self.topic}
+        shown = ", ".join(map(str, sorted(self.assigned))) or "none"
+        log.info("%s stage: partitions %s", self.kind, shown)
 
     async def on_revoked(self, revoked: set[TP]) -> None:
-        """Forget what revoked partitions held: their new owner reads it again from Kafka.
+        """Flush, then forget what revoked partitions hold: their next owner reads it from Kafka.
 
-        Waits for a flush under way; what was screened since is not acknowledged,
-        so the new owner screens it again (state makes that change nothing twice).
+        What a partition still holds was not committed, so its next owner
+        (often this worker again) screens it; state makes that change nothing twice.
         """
         gone = {tp.partition for tp in revoked if tp.topic == self.topic}
         if not gone:
             return
+        await self.flush()
         async with self.flushing, self.screening:
             for partition in gone:
                 entry = self.parts.pop(partition, None)
                 if entry is not None:
                     entry[0].alive = False
+                    self.before.pop(entry[0], None)
             self.assigned -= gone
 
 

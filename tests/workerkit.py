@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 import yaml
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from producers.simulator import World, iter_lines
 from rules.config import load_settings
@@ -65,7 +67,7 @@ class WorkerRun:
                     "topics": {**self.topics, "partitions": self.partitions},
                     "pseudonym": {"key": KEY},
                     "worker": {
-                        "app_id": f"duanka-test-{self.run}",
+                        "app_id": self.app_id,
                         "web_port": self.web_port,
                         "data_dir": str(self.root / "data"),
                     },
@@ -78,6 +80,10 @@ class WorkerRun:
     @property
     def log(self) -> Path:
         return self.root / "worker.log"
+
+    @property
+    def app_id(self) -> str:
+        return f"duanka-test-{self.run}"
 
     def duanka(
         self, *args: str, env: Mapping[str, str] | None = None, stdin: bytes | None = None
@@ -176,6 +182,75 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
         return records
     finally:
         consumer.close()
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        return dict(consumer.end_offsets(tps))
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """What `group` has committed, by partition ({} if nothing yet)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="duanka-tests")
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    except KafkaError:
+        return {}
+    finally:
+        admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def short_of(bootstrap: str, group: str, targets: dict[TopicPartition, int]) -> int:
+    """How many records `group`'s committed offsets are short of `targets`."""
+    committed = committed_offsets(bootstrap, group)
+    return sum(max(0, end - committed.get(tp, 0)) for tp, end in targets.items())
+
+
+def stages_of(run: WorkerRun) -> list[tuple[str, list[str]]]:
+    """(consumer group, topics) in the order the worker's stages feed one another."""
+    topics, group = run.topics, run.app_id
+    return [
+        (f"{group}-input", [topics["sim_events"], topics["bank_events"], topics["watchlist"]]),
+        (group, [topics["identity_events"], topics["outlet_events"]]),
+        (group, [topics["agent_signals"]]),
+    ]
+
+
+def wait_screened(run: WorkerRun, workers: list[WorkerRun], timeout: float = 180.0) -> None:
+    """Until the workers have screened and committed everything the inputs hold now.
+
+    Each stage is waited for up to what its topics held once the stage before
+    had committed everything (marks keep coming while the workers idle).
+    When this returns, every alert the inputs can cause is in Kafka.
+    """
+    deadline = time.monotonic() + timeout
+    for group, topics in stages_of(run):
+        targets = end_offsets(run.bootstrap, topics)
+        while (short := short_of(run.bootstrap, group, targets)) > 0:
+            for worker in workers:
+                worker.check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{group} is still {short} records short on {topics}")
+            time.sleep(0.5)
+
+
+def behind_now(run: WorkerRun) -> dict[str, int]:
+    """Records each group has not committed yet, per stage's topics: where a kill lands."""
+    behind = {}
+    for group, topics in stages_of(run):
+        behind[",".join(topics)] = short_of(
+            run.bootstrap, group, end_offsets(run.bootstrap, topics)
+        )
+    return behind
 
 
 def write_world(world: World, root: Path) -> tuple[Path, Path]:

@@ -31,7 +31,7 @@ keys = st.tuples(
     st.floats(-1e10, 1e10, allow_nan=False, allow_infinity=False), st.text(), st.text()
 )
 marks = st.dictionaries(
-    st.text(min_size=1), st.builds(Mark, keys | st.just(FIRST), st.booleans()), max_size=5
+    st.text(min_size=1), st.builds(Mark, keys | st.just(FIRST), st.integers(-1, 2**40)), max_size=5
 )
 
 
@@ -110,9 +110,10 @@ def test_another_schema_or_kind_is_refused() -> None:
     "change",
     [
         {"origins": [1]},
-        {"marks": [[0, "x", "S", "1", False]]},
+        {"marks": [[0, "x", "S", "1", 0]]},
         {"marks": [[0, 1.0, "S", "1", "yes"]]},
-        {"marks": [[5, 1.0, "S", "1", False]]},
+        {"marks": [[0, 1.0, "S", "1", 1.5]]},
+        {"marks": [[5, 1.0, "S", "1", 0]]},
         {"items": [["e", 0, None, ["too short"]]]},
         {"items": [["x", 0]]},
         {"items": [["w", 0, "k:1", ["all", "not a date", "2030-01-01", "x", ""]]]},

@@ -28,36 +28,58 @@ def test_waits_for_an_origin_that_has_not_reported() -> None:
     assert len(merge) == 1  # b7 waits for a
 
 
-def test_an_idle_origin_holds_nothing_back() -> None:
+class View:
+    """Ends as a stage's watch would see them: origin -> the end, if quiet."""
+
+    def __init__(self, **quiet_ends: int) -> None:
+        self.quiet_ends = quiet_ends
+
+    def caught_up(self, origin: str, position: int) -> bool:
+        return self.quiet_ends.get(origin) == position
+
+
+def test_an_origin_read_to_its_quiet_end_holds_back_only_what_came_before_the_view() -> None:
     merge: Merge[str] = Merge(["a", "b"])
     merge.push(key(5), 0, "a5")
-    merge.mark("a", Mark(key(5)))
-    merge.mark("b", Mark(FIRST, idle=True))
-    assert merge.release() == ["a5"]
-    merge.mark("b", Mark(FIRST, idle=False))  # b has something again
-    merge.push(key(6), 0, "a6")
-    merge.mark("a", Mark(key(6)))
-    assert merge.release() == []
+    merge.mark("a", Mark(key(5), position=10))
+    merge.mark("b", Mark(FIRST, position=3))
+    assert merge.release() == []  # without a view, b may still send something
+    view = View(b=3)  # b ends at 3, where its reader is, and has been quiet
+    before = merge.pushed
+    merge.push(key(6), 0, "a6")  # came after the view was taken
+    merge.mark("a", Mark(key(6), position=11))
+    assert merge.release(view, before) == ["a5"]
+    assert merge.release(View(b=3), merge.pushed) == ["a6"]
 
 
-def test_every_origin_idle_releases_everything() -> None:
+def test_an_origin_whose_end_moved_past_its_reader_holds_everything_back() -> None:
+    """A reader that died said where it was; records written since are not read yet."""
+    merge: Merge[str] = Merge(["a", "b"])
+    merge.push(key(5), 0, "a5")
+    merge.mark("a", Mark(key(5), position=10))
+    merge.mark("b", Mark(key(1), position=3))
+    assert merge.release(View(b=4), merge.pushed) == []  # b ends at 4 now
+    assert merge.release(View(), merge.pushed) == []  # or is not quiet
+    merge.mark("b", Mark(key(7), position=4))  # its new reader catches up
+    assert merge.release(View(), merge.pushed) == ["a5"]
+
+
+def test_every_origin_caught_up_releases_everything() -> None:
     merge: Merge[str] = Merge(["a", "b"])
     merge.push(key(9), 0, "a9")
     merge.push(key(1), 0, "a1")
-    merge.mark("a", Mark(key(9), idle=True))
-    merge.mark("b", Mark(FIRST, idle=True))
-    assert merge.release() == ["a1", "a9"]
-    assert merge.progress() == Mark(key(9), idle=True)
+    merge.mark("a", Mark(key(9), position=2))
+    merge.mark("b", Mark(key(4), position=0))
+    assert merge.release(View(a=2, b=0), merge.pushed) == ["a1", "a9"]
+    assert merge.progress() == Mark(key(9))
 
 
 def test_marks_never_go_back() -> None:
     """A restarted origin repeats what it sent: its old mark still holds."""
     merge: Merge[str] = Merge(["a"])
-    merge.mark("a", Mark(key(10)))
-    merge.mark("a", Mark(key(4)))
-    assert merge.marks["a"] == Mark(key(10))
-    merge.mark("a", Mark(key(4), idle=True))
-    assert merge.marks["a"] == Mark(key(10), idle=True)
+    merge.mark("a", Mark(key(10), position=7))
+    merge.mark("a", Mark(key(4), position=3))
+    assert merge.marks["a"] == Mark(key(10), position=7)
 
 
 def test_marks_of_unknown_origins_are_ignored() -> None:
@@ -86,13 +108,17 @@ def test_an_item_below_what_was_released_goes_at_once_and_counts_as_late() -> No
     assert merge.late == 1
 
 
-def test_progress_is_the_bound_and_never_goes_back() -> None:
+def test_progress_is_how_far_releases_went_and_never_goes_back() -> None:
     merge: Merge[str] = Merge(["a", "b"])
     assert merge.progress() == Mark(FIRST)
-    merge.mark("a", Mark(key(5)))
-    merge.mark("b", Mark(key(8)))
+    merge.mark("a", Mark(key(5), position=1))
+    merge.mark("b", Mark(key(8), position=1))
+    merge.release()
     assert merge.progress() == Mark(key(5))
-    merge.mark("a", Mark(key(20), idle=True))
+    merge.mark("a", Mark(key(20), position=2))
+    merge.release(View(a=2), merge.pushed)
+    assert merge.progress() == Mark(key(8))
+    merge.release()
     assert merge.progress() == Mark(key(8))
 
 
@@ -123,8 +149,18 @@ def test_origins_in_order_merge_into_global_order(
         merge.mark(origin, Mark(chunk[-1]))
         released += merge.release()
     for origin in streams:  # all read to the end and quiet
-        merge.mark(origin, Mark(merge.marks.get(origin, Mark(FIRST)).key, idle=True))
-    released += merge.release()
+        merge.mark(origin, Mark(merge.marks.get(origin, Mark(FIRST)).key, position=0))
+    released += merge.release(View(a=0, b=0, c=0), merge.pushed)
     expected = sorted(k for keys in streams.values() for k in keys)
     assert released == expected
     assert merge.late == 0
+
+
+def test_blocking_names_the_origins_the_first_held_item_waits_for() -> None:
+    merge: Merge[str] = Merge(["a", "b", "c"])
+    assert merge.blocking(None) == []
+    merge.push(key(5), 0, "a5")
+    merge.mark("a", Mark(key(5), position=1))
+    merge.mark("b", Mark(key(2), position=4))
+    assert merge.blocking(None) == ["b", "c"]  # c never reported
+    assert merge.blocking(View(b=4)) == ["c"]

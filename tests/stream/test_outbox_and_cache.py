@@ -20,7 +20,7 @@ def item(n: int) -> WatchItem:
     return WatchItem("list/0", f"k:{n}", ENTRY)
 
 
-def test_items_go_with_the_marks_and_idle_partitions_get_marks_when_they_move() -> None:
+def test_items_go_with_the_marks_and_quiet_partitions_get_marks_when_they_move() -> None:
     box = Outbox("identity", partitions=3, timing=TIMING)
     box.add(1, item(1))
     marks = {"in/0": Mark((5.0, "S", "1"))}
@@ -40,7 +40,7 @@ def test_many_items_are_split_and_only_the_last_envelope_carries_the_marks() -> 
     box = Outbox("identity", partitions=1, timing=TIMING)
     for n in range(MAX_ITEMS * 2 + 3):
         box.add(0, item(n))
-    marks = {"in/0": Mark(FIRST, idle=True)}
+    marks = {"in/0": Mark(FIRST, 7)}
     envelopes = [decode_envelope(raw, "identity") for _, raw in box.envelopes(marks, now=1.0)]
     assert [len(e.items) for e in envelopes] == [MAX_ITEMS, MAX_ITEMS, 3]
     assert [e.marks for e in envelopes] == [{}, {}, marks]

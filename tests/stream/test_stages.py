@@ -143,6 +143,7 @@ class FakeWiring:
     stores: dict[tuple[str, int], DictStore] = field(default_factory=dict)
     rejected: list[tuple[Any, InvalidRecord]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.engine = engine()
@@ -160,6 +161,16 @@ class FakeWiring:
     def changelog(self, table: Table) -> str:
         return f"{table.name}-changelog"
 
+    async def commit(self, topic: str, offsets: dict[int, int]) -> None:
+        self.log.append(f"commit {topic}")
+        for partition, offset in offsets.items():
+            assert offset > self.committed.get((topic, partition), 0), "commits go forward"
+            self.committed[(topic, partition)] = offset
+
+    def next_read(self, partition: int = 0, topic: str = "duanka.identity-events") -> int:
+        """Where a restart would read `topic`'s partition from: its committed offset."""
+        return self.committed.get((topic, partition), 0)
+
     async def reject(self, message: Any, error: InvalidRecord) -> None:
         self.rejected.append((message, error))
 
@@ -176,18 +187,30 @@ class Message:
     key: bytes | None = None
 
 
-class Acks:
-    def __init__(self) -> None:
-        self.done: list[int] = []
-
-    def of(self, n: int) -> Any:
-        return lambda: self.done.append(n)
-
-
-def events_envelope(origin: str, events: list[PseudonymousEvent], idle: bool = False) -> bytes:
+def events_envelope(origin: str, events: list[PseudonymousEvent]) -> bytes:
+    """The events from one origin, with its mark at the last (its reader at offset 0)."""
     items: list[Any] = [EventItem(origin, e, None) for e in events]
     last = event_order(events[-1]) if events else FIRST
-    return encode_envelope(Envelope("identity", items, {origin: Mark(last, idle)}))
+    return encode_envelope(Envelope("identity", items, {origin: Mark(last, 0)}))
+
+
+# banks/0 has nothing to send: a mark at the start, and its end where its reader is
+BANKS_QUIET = encode_envelope(Envelope("identity", [], {"banks/0": Mark(FIRST, 0)}))
+
+
+class CaughtUp:
+    """A view of the inputs' ends in which `origins` are read to their (quiet) end."""
+
+    def __init__(self, *origins: str) -> None:
+        self.origins = set(origins)
+
+    def caught_up(self, origin: str, position: int) -> bool:
+        return origin in self.origins
+
+
+async def settle(stage: Any, *origins: str) -> None:
+    """Give the stage a view in which `origins` (default: every input) are done."""
+    await stage.on_ends(CaughtUp(*(origins or ORIGINS)), stage.counts())
 
 
 def identity_stage(wiring: FakeWiring) -> IdentityStage:
@@ -207,31 +230,32 @@ NOT_IN_PERSON = {"verification": "remote_face", "channel": "online", "outlet": "
 async def test_an_event_waits_for_every_origin_then_alerts_in_event_time_order() -> None:
     wiring = FakeWiring()
     stage = identity_stage(wiring)
-    acks = Acks()
     late = ev(T0 + 2 * DAY, id=BEIJING[0], **NOT_IN_PERSON)
     early = ev(T0 + 1 * DAY, id=BEIJING[1], **NOT_IN_PERSON)
-    await stage.take(Message(events_envelope("sims/0", [late])), acks.of(1))
+    await stage.take(Message(events_envelope("sims/0", [late]), offset=1))
     assert wiring.sender.values("police.alerts") == []  # banks/0 has not reported
-    await stage.take(Message(events_envelope("banks/0", [early])), acks.of(2))
+    await stage.take(Message(events_envelope("banks/0", [early]), offset=2))
     alerts = [orjson.loads(v) for v in wiring.sender.values("police.alerts")]
     # early is released (banks/0 is at its time, sims/0 past it); late waits for banks/0
     assert [a["evidence"][0]["event_id"] for a in alerts] == [early.event_id]
     assert len(stage.parts[0][0].merge) == 1
-    await stage.take(Message(events_envelope("banks/0", [], idle=True)), acks.of(3))
+    await stage.take(Message(BANKS_QUIET, offset=3))
+    assert len(stage.parts[0][0].merge) == 1  # its mark alone does not say it is done
+    await settle(stage, "banks/0")
     alerts = [orjson.loads(v) for v in wiring.sender.values("police.alerts")]
     assert [a["evidence"][0]["event_id"] for a in alerts] == [early.event_id, late.event_id]
-    assert acks.done == []  # nothing is acknowledged before a flush
+    assert wiring.next_read() == 0  # nothing is committed before a flush
 
 
 @async_test
-async def test_flush_order_alerts_then_changelog_then_store_then_acks() -> None:
+async def test_flush_order_alerts_then_changelog_then_store_then_commit() -> None:
     wiring = FakeWiring(instant=False)
     stage = identity_stage(wiring)
-    acks = Acks()
     event = ev(T0, id=BEIJING[0], **NOT_IN_PERSON)
-    both_idle = {"sims/0": Mark(event_order(event), True), "banks/0": Mark(FIRST, True)}
-    envelope = Envelope("identity", [EventItem("sims/0", event, None)], both_idle)
-    await stage.take(Message(encode_envelope(envelope)), acks.of(1))
+    marks = {"sims/0": Mark(event_order(event), 0), "banks/0": Mark(FIRST, 0)}
+    envelope = Envelope("identity", [EventItem("sims/0", event, None)], marks)
+    await stage.take(Message(encode_envelope(envelope), offset=1))
+    await settle(stage)
 
     def log() -> list[str]:  # without the marks the identity stage sends the agent stage
         return [line for line in wiring.log if "agent-signals" not in line]
@@ -243,7 +267,7 @@ async def test_flush_order_alerts_then_changelog_then_store_then_acks() -> None:
     wiring.sender.deliver()
     await asyncio.sleep(0.01)
     assert log()[-1] == "rows identity-state-changelog"
-    assert acks.done == []
+    assert wiring.next_read() == 0
     wiring.sender.deliver()
     await flushing
     assert log()[1:] == [
@@ -251,8 +275,9 @@ async def test_flush_order_alerts_then_changelog_then_store_then_acks() -> None:
         "rows identity-state-changelog",
         "acked identity-state-changelog",
         "write identity-state",
+        "commit duanka.identity-events",
     ]
-    assert acks.done == [1]
+    assert wiring.next_read() == 2
     store = wiring.stores[("identity-state", 0)]
     state = decode_identity(store.data[event.subject_key.encode()])
     assert [m.event_id for m in state.marks] == [event.event_id]
@@ -263,48 +288,50 @@ async def test_flush_order_alerts_then_changelog_then_store_then_acks() -> None:
 async def test_what_is_screened_during_a_flush_waits_for_the_next_one() -> None:
     wiring = FakeWiring(instant=False)
     stage = identity_stage(wiring)
-    acks = Acks()
     first, second = ev(T0, id=GANSU[0]), ev(T0 + DAY, id=GANSU[1])
-    marks = {"banks/0": Mark(FIRST, True)}
+    marks = {"banks/0": Mark(FIRST, 0)}
 
     def envelope(event: PseudonymousEvent) -> bytes:
-        mark = {"sims/0": Mark(event_order(event), True), **marks}
+        mark = {"sims/0": Mark(event_order(event), 0), **marks}
         return encode_envelope(Envelope("identity", [EventItem("sims/0", event, None)], mark))
 
-    await stage.take(Message(envelope(first)), acks.of(1))
+    await stage.take(Message(envelope(first), offset=1))
+    await settle(stage)
     flushing = asyncio.create_task(stage.flush())
     await asyncio.sleep(0.01)
-    await stage.take(Message(envelope(second)), acks.of(2))
+    await stage.take(Message(envelope(second), offset=2))
+    await settle(stage)
     wiring.sender.deliver()
     await asyncio.sleep(0.01)
     wiring.sender.deliver()
     await flushing
-    assert acks.done == [1]
+    assert wiring.next_read() == 2
     written = wiring.stores[("identity-state", 0)].data
     assert second.subject_key.encode() not in written
     later = asyncio.create_task(stage.flush())
     await asyncio.sleep(0.01)
     wiring.sender.deliver()
     await later
-    assert acks.done == [1, 2]
+    assert wiring.next_read() == 3
     assert second.subject_key.encode() in written
 
 
 @async_test
 async def test_envelopes_read_again_after_a_crash_change_nothing_twice() -> None:
     events = [ev(T0 + n * DAY, id=BEIJING[0], **NOT_IN_PERSON) for n in range(3)]
-    raw = events_envelope("sims/0", events, idle=True)
-    idle = encode_envelope(Envelope("identity", [], {"banks/0": Mark(FIRST, True)}))
+    raw = events_envelope("sims/0", events)
     wiring = FakeWiring()
     stage = identity_stage(wiring)
-    await stage.take(Message(raw), Acks().of(1))
-    await stage.take(Message(idle), Acks().of(2))
+    await stage.take(Message(raw, offset=1))
+    await stage.take(Message(BANKS_QUIET, offset=2))
+    await settle(stage)
     await stage.flush()
     first_alerts = wiring.sender.values("police.alerts")
     # a new stage on the same stores reads the same envelopes again
     again = identity_stage(wiring)
-    await again.take(Message(raw), Acks().of(1))
-    await again.take(Message(idle), Acks().of(2))
+    await again.take(Message(raw, offset=1))
+    await again.take(Message(BANKS_QUIET, offset=2))
+    await settle(again)
     await again.flush()
     assert wiring.sender.values("police.alerts") == first_alerts  # nothing new
     changelog = wiring.sender.values("identity-state-changelog")
@@ -322,36 +349,57 @@ async def test_a_watchlist_entry_applies_before_events_that_came_with_it() -> No
         EventItem("sims/0", opening, None),
         WatchItem("list/0", key_of(person), entry),
     ]
-    marks = {"sims/0": Mark(event_order(opening), True), "banks/0": Mark(FIRST, True)}
-    await stage.take(Message(encode_envelope(Envelope("identity", items, marks))), Acks().of(1))
+    marks = {"sims/0": Mark(event_order(opening), 0), "banks/0": Mark(FIRST, 0)}
+    await stage.take(Message(encode_envelope(Envelope("identity", items, marks)), offset=1))
+    await settle(stage)
     assert alert_rules(wiring.sender.values("police.alerts")) == ["watchlist_hit"]
 
 
 @async_test
-async def test_a_record_that_is_not_an_envelope_is_dead_lettered_and_acknowledged() -> None:
+async def test_a_record_that_is_not_an_envelope_is_dead_lettered_and_committed() -> None:
     wiring = FakeWiring()
     stage = identity_stage(wiring)
-    acks = Acks()
-    await stage.take(Message(b'E[1.0, {"old": "record"}]'), acks.of(1))
-    assert acks.done == [1]
+    await stage.take(Message(b'E[1.0, {"old": "record"}]', offset=1))
     assert [error.field for _, error in wiring.rejected] == ["record"]
+    await stage.flush()
+    assert wiring.next_read() == 2
 
 
 @async_test
-async def test_revoked_partitions_forget_what_they_held_and_take_nothing_more() -> None:
+async def test_envelopes_are_committed_in_the_order_read() -> None:
+    """One still held keeps those after it uncommitted, though they are done."""
     wiring = FakeWiring()
     stage = identity_stage(wiring)
-    acks = Acks()
     held = ev(T0, id=GANSU[0])
-    await stage.take(Message(events_envelope("sims/0", [held]), partition=1), acks.of(1))
+    await stage.take(Message(events_envelope("sims/0", [held]), offset=1))
+    await stage.take(Message(BANKS_QUIET, offset=2))  # nothing in it: done at once
+    await stage.take(Message(b"not an envelope", offset=3))
+    await stage.flush()
+    assert wiring.next_read() == 0
+    await settle(stage, "banks/0")
+    await stage.flush()
+    assert wiring.next_read() == 4
+
+
+@async_test
+async def test_revoked_partitions_flush_forget_what_they_held_and_take_nothing_more() -> None:
+    wiring = FakeWiring()
+    stage = identity_stage(wiring)
+    done = ev(T0, id=GANSU[1])
+    await stage.take(Message(BANKS_QUIET, partition=1, offset=0))
+    await stage.take(Message(events_envelope("sims/0", [done]), partition=1, offset=1))
+    await settle(stage)
+    held = ev(T0 + DAY, id=GANSU[0])  # came after the view of the ends: waits for the next
+    await stage.take(Message(events_envelope("sims/0", [held]), partition=1, offset=2))
     assert len(stage.parts[1][0].merge) == 1
     tp = type("TP", (), {"topic": stage.topic, "partition": 1})()
     await stage.on_revoked({tp})
     assert 1 not in stage.parts
-    await stage.take(Message(events_envelope("sims/0", [held]), partition=1), acks.of(2))
-    assert 1 not in stage.parts and acks.done == []
+    assert wiring.next_read(1) == 2  # what was done is committed on the way out
+    await stage.take(Message(events_envelope("sims/0", [held]), partition=1, offset=3))
+    assert 1 not in stage.parts
     await stage.flush()
-    assert acks.done == []  # the new owner reads them again
+    assert wiring.next_read(1) == 2  # the next owner reads the held one again
 
 
 @async_test
@@ -363,9 +411,9 @@ async def test_identity_alerts_reach_the_agent_stage_with_the_identity_partition
     event = ev(T0, id=BEIJING[0], agent_id="A-1", **NOT_IN_PERSON)
     partition = partition_of(event.subject_key.encode(), PARTITIONS)
     raw = events_envelope("sims/0", [event])
-    idle = encode_envelope(Envelope("identity", [], {"banks/0": Mark(FIRST, True)}))
-    await stage.take(Message(raw, partition=partition), Acks().of(1))
-    await stage.take(Message(idle, partition=partition), Acks().of(2))
+    await stage.take(Message(raw, partition=partition, offset=1))
+    await stage.take(Message(BANKS_QUIET, partition=partition, offset=2))
+    await settle(stage, "banks/0")
     sent = [s for s in wiring.sender.sent if s.topic == "duanka.agent-signals"]
     envelopes = [(s.partition, decode_envelope(s.value, "agent")) for s in sent]
     signals = [item for _, e in envelopes for item in e.items]
@@ -395,10 +443,10 @@ async def test_the_agent_stage_waits_for_every_identity_partition() -> None:
     events = [
         ev(T0 + n * DAY, id=people[n], agent_id="A-1", **NOT_IN_PERSON) for n in range(PARTITIONS)
     ]
-    idle = encode_envelope(Envelope("identity", [], {"banks/0": Mark(FIRST, True)}))
     for partition, event in enumerate(events):
-        await identities.take(Message(events_envelope("sims/0", [event]), partition), Acks().of(0))
-        await identities.take(Message(idle, partition), Acks().of(0))
+        await identities.take(Message(events_envelope("sims/0", [event]), partition, offset=0))
+        await identities.take(Message(BANKS_QUIET, partition, offset=0))
+    await settle(identities, "banks/0")
     target = partition_of(b"A-1", PARTITIONS)
     fed = 0
 
@@ -407,16 +455,16 @@ async def test_the_agent_stage_waits_for_every_identity_partition() -> None:
         sent = [s for s in wiring.sender.sent if s.topic == "duanka.agent-signals"]
         for s in sent[fed:]:
             if s.partition == target:
-                await agents.take(Message(s.value, target), Acks().of(0))
+                await agents.take(Message(s.value, target, offset=0))
         fed = len(sent)
 
     await feed_agents()
     merge = agents.parts[target][0].merge
     # partition 0 has not heard that sims/0 went past the second event: its signal waits
     assert len(merge) == 1 and merge.released == event_order(events[0])
-    done = Mark(event_order(events[-1]), idle=True)
-    caught_up = Envelope("identity", [], {"sims/0": done, "banks/0": Mark(FIRST, True)})
-    await identities.take(Message(encode_envelope(caught_up), 0), Acks().of(0))
+    done = Mark(event_order(events[-1]), 0)
+    caught_up = Envelope("identity", [], {"sims/0": done})
+    await identities.take(Message(encode_envelope(caught_up), 0, offset=0))
     await feed_agents()
     assert len(merge) == 0 and merge.released == event_order(events[-1])
     assert set(merge.marks) == {f"duanka.identity-events/{p}" for p in range(PARTITIONS)}
@@ -430,6 +478,7 @@ async def test_outlet_stage_screens_outlet_rules() -> None:
     shared = {"device_id": "dev-1"}
     events = [ev(T0 + n * MINUTE, id=GANSU[n], **shared) for n in range(5)]
     items: list[Any] = [EventItem("sims/0", e, None) for e in events]
-    marks = {"sims/0": Mark(event_order(events[-1]), True), "banks/0": Mark(FIRST, True)}
-    await stage.take(Message(encode_envelope(Envelope("outlet", items, marks))), Acks().of(1))
+    marks = {"sims/0": Mark(event_order(events[-1]), 0), "banks/0": Mark(FIRST, 0)}
+    await stage.take(Message(encode_envelope(Envelope("outlet", items, marks)), offset=1))
+    await settle(stage)
     assert alert_rules(wiring.sender.values("police.alerts")) == ["gang_batch_open"]
