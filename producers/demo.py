@@ -231,6 +231,8 @@ def run_demo(
 
     directory = workdir / "demo"
     directory.mkdir(parents=True, exist_ok=True)
+    # SIGTERM stops the demo as Ctrl-C does: the worker and the broker it started go too
+    signal.signal(signal.SIGTERM, _interrupt)
     with local_broker(settings, workdir, environ):
         ensure_topics(settings)
         files, lines = prepare(directory, options)
@@ -263,6 +265,10 @@ def run_demo(
             finally:
                 consumer.close()
     return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def watch(

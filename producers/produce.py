@@ -22,6 +22,7 @@ from tqdm import tqdm
 from rules.config import KafkaSecurity, Settings
 from rules.errors import DuankaError
 from stream.security import kafka_python_options
+from stream.topics import require_topics
 
 
 class ProduceError(DuankaError):
@@ -86,14 +87,18 @@ def route(line: Line, settings: Settings, topic: str | None) -> str | None:
     return None
 
 
-def check_routable(path: Path, settings: Settings, topic: str | None) -> int:
-    """Count the lines, failing before anything is sent if one has no topic."""
+def check_routable(path: Path, settings: Settings, topic: str | None) -> tuple[int, set[str]]:
+    """The lines and the topics they go to; fails before anything is sent if one has none."""
     count = 0
     unroutable: list[int] = []
+    targets: set[str] = set()
     for line in read_lines(path):
         count += 1
-        if route(line, settings, topic) is None:
+        target = route(line, settings, topic)
+        if target is None:
             unroutable.append(line.number)
+        else:
+            targets.add(target)
     if unroutable:
         shown = ", ".join(map(str, unroutable[:10]))
         more = f" and {len(unroutable) - 10} more" if len(unroutable) > 10 else ""
@@ -101,7 +106,7 @@ def check_routable(path: Path, settings: Settings, topic: str | None) -> int:
             f"{path}: line(s) {shown}{more} have no sim.* or bank.* event_type, so their "
             "topic is unknown; nothing was sent. Name one with --topic to send them as they are."
         )
-    return count
+    return count, targets
 
 
 def make_producer(bootstrap: str, security: KafkaSecurity) -> KafkaProducer:
@@ -114,6 +119,8 @@ def make_producer(bootstrap: str, security: KafkaSecurity) -> KafkaProducer:
             linger_ms=20,
             batch_size=256 * 1024,
             max_request_size=2 * 1024 * 1024,
+            # a send that cannot get the topic's metadata fails after this, not a minute
+            max_block_ms=15_000,
             **kafka_python_options(security),
         )
     except KafkaError as exc:
@@ -152,7 +159,8 @@ def produce_file(
     """
     if not path.is_file():
         raise ProduceError(f"{path}: no such file")
-    total = check_routable(path, settings, topic)
+    total, targets = check_routable(path, settings, topic)
+    require_topics(settings, sorted(targets))
     producer = make_producer(settings.bootstrap, settings.security)
     summary = ProduceSummary()
     failures: list[str] = []

@@ -13,6 +13,7 @@ from producers.produce import ProduceError, make_producer
 from rules.config import Settings
 from rules.idnumber import OTHER_ID, RESIDENT_ID, id_number_problem, normalise_id_number
 from rules.watchlist import read_watchlist
+from stream.topics import require_topics
 
 
 def load_file(path: Path, settings: Settings) -> int:
@@ -23,6 +24,7 @@ def load_file(path: Path, settings: Settings) -> int:
     bad = [line for line in lines if line.record is None]
     for line in bad:
         print(f"{path}:{line.number}: {line.error}", file=sys.stderr)
+    require_topics(settings, [settings.topics.watchlist])
     producer = make_producer(settings.bootstrap, settings.security)
     failures: list[str] = []
     try:
@@ -51,6 +53,7 @@ def remove_entry(id_number: str, settings: Settings) -> int:
     problem = id_number_problem(id_type, id_number)
     if problem is not None:
         raise ProduceError(f"id_number: {problem}")
+    require_topics(settings, [settings.topics.watchlist])
     producer = make_producer(settings.bootstrap, settings.security)
     try:
         producer.send(

@@ -38,10 +38,12 @@ from rules.deadletter import encode_dead_letter
 from rules.engine import Engine
 from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
+from stream.cluster import bind_state, identify
 from stream.console import install_console
 from stream.ends import EndWatch
-from stream.internals import TablePartition, commit_offsets
+from stream.internals import TablePartition, commit_offsets, stop_within
 from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
+from stream.outage import OutageLog
 from stream.outbox import Timing
 from stream.reader import InputReader
 from stream.sender import Sender
@@ -66,6 +68,9 @@ RECORD_LOGGERS = (
     "faust.topics",
     "faust.transport.drivers.aiokafka",
 )
+
+# SIGTERM or SIGINT ends the worker within this many seconds, whatever Kafka does
+STOP_DEADLINE_S = 13.0
 
 DEV_KEY_WARNING = (
     "pseudonyms use the built-in development key: set DUANKA_PSEUDONYM_KEY "
@@ -226,6 +231,10 @@ class Pipeline(mode.Service):
                     await stage.on_ends(ends, before)
             await asyncio.sleep(interval)
 
+    def pending(self) -> str:
+        """What a stop now would leave undone, for the stop deadline's last words."""
+        return "; ".join([self.reader.pending(), *(stage.pending() for stage in self.stages)])
+
     async def flush_all(self) -> None:
         """Make what every stage screened durable before the worker goes (on a clean stop)."""
         for stage in self.stages:
@@ -242,8 +251,8 @@ def create_app(
     origins: frozenset[str],
     engine: Engine | None = None,
     metrics: WorkerMetrics | None = None,
-) -> faust.App:
-    """A Faust app that screens the input topics of `settings`.
+) -> tuple[faust.App, Pipeline]:
+    """A Faust app that screens the input topics of `settings`, and its pipeline service.
 
     `origins` names every input partition ("topic/partition"): what the
     stages wait for before they release an event.
@@ -291,6 +300,16 @@ def create_app(
 
     app.timer(PROBE_INTERVAL_S)(wiring.probe(reader).update)
 
+    outage = OutageLog(log)
+
+    @app.task
+    async def quiet_outages() -> None:
+        outage.install()  # after the worker has set up logging
+
+    @app.timer(1.0)
+    async def sum_up_outages() -> None:
+        outage.tick()
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(wiring.metrics.exposition(), content_type=CONTENT_TYPE)
@@ -303,7 +322,7 @@ def create_app(
         async def warn_development_key() -> None:
             log.warning(DEV_KEY_WARNING)
 
-    return app
+    return app, pipeline
 
 
 def run_worker(settings: Settings, environ: dict[str, str], loglevel: str = "info") -> int:
@@ -318,7 +337,13 @@ def run_worker(settings: Settings, environ: dict[str, str], loglevel: str = "inf
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
     for name in RECORD_LOGGERS:  # faust's logging setup leaves these levels alone
         logging.getLogger(name).setLevel(logging.INFO)
-    app = create_app(settings, pseudonymizer, origins)
+    app, pipeline = create_app(settings, pseudonymizer, origins)
+    discarded = bind_state(
+        Path(settings.worker.data_dir), Path(app.conf.tabledir), identify(settings)
+    )
+    if discarded is not None:  # faust's logging is not set up yet: say it on stderr too
+        print(f"warning: discarded the local state: {discarded}", file=sys.stderr)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    stop_within(worker, STOP_DEADLINE_S, pipeline.pending)
     worker.execute_from_commandline()
     return 0

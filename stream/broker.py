@@ -966,6 +966,19 @@ def stop(data_dir: Path = DEFAULT_DATA_DIR, timeout: float = 30.0) -> bool:
     return running
 
 
+def kill(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
+    """SIGKILL the broker of ``data_dir``, as a crash would (tests use it); False if none ran."""
+    bdir = _broker_dir(data_dir)
+    pid = _read_pid(bdir)
+    if pid is None or not _is_broker_of(pid, _props_path(bdir)):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_exit(pid, 10.0)
+    _remove_pid_file(bdir)
+    return True
+
+
 # ---------------------------------------------------------------------------- CLI
 
 

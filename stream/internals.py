@@ -17,6 +17,8 @@ in pyproject.toml:
 - `Store._dbs`: the open databases, for the state-size metrics;
 - `Consumer._committed_offset`: what faust last committed per partition, for
   the lag metrics;
+- `Worker._schedule_shutdown(signal)` (mode-streaming, faust's service
+  library): what SIGTERM and SIGINT call; wrapped to start the stop deadline;
 - `Consumer._commit_offsets(offsets)`: commits offsets in faust's consumer
   group (it drops those of partitions no longer assigned, and notes what it
   committed). The stages' topics are made with `acks=False`, so faust itself
@@ -26,7 +28,11 @@ in pyproject.toml:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import rocksdict
@@ -75,3 +81,37 @@ def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
     """The offsets faust last committed (or read as committed), by topic partition."""
     committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
     return committed
+
+
+def stop_within(worker: Any, seconds: float, pending: Callable[[], str]) -> None:
+    """Once SIGTERM or SIGINT asks `worker` to stop, exit with 1 if it has not after `seconds`.
+
+    A stop waits for Kafka (a last flush, the consumer leaving its group);
+    with the brokers gone it could wait for minutes. Past the deadline the
+    process says what it leaves undone (`pending()`) and exits at once.
+    """
+    schedule = worker._schedule_shutdown
+
+    def schedule_with_deadline(signal: Any) -> None:
+        if not getattr(worker, "_duanka_deadline", None):
+            timer = threading.Timer(seconds, _abandon, args=(seconds, pending))
+            timer.daemon = True
+            timer.start()
+            worker._duanka_deadline = timer
+        schedule(signal)
+
+    worker._schedule_shutdown = schedule_with_deadline
+
+
+def _abandon(seconds: float, pending: Callable[[], str]) -> None:
+    try:
+        what = pending()
+    except Exception as error:  # a summary read from another thread may trip
+        what = f"(could not tell: {type(error).__name__})"
+    message = (
+        f"the worker did not stop within {seconds:.0f} s of being asked to (is Kafka "
+        f"reachable?); exiting now and leaving to the next start: {what}"
+    )
+    logging.getLogger("duanka.worker").error(message)
+    print(f"duanka: error: {message}", file=sys.stderr, flush=True)
+    os._exit(1)

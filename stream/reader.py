@@ -268,6 +268,14 @@ class InputReader:
             # the stages apply each event once); say so once per kind of error.
             log.warning("could not commit the input offsets: %s", type(error).__name__)
 
+    def pending(self) -> str:
+        """What a stop now would leave undone (read again at the next start), in a few words."""
+        waiting = len(self.identity_box) + len(self.outlet_box) + len(self.dead)
+        return (
+            f"input reader: {waiting} items not sent, "
+            f"{len(self.uncommitted)} partitions with offsets not committed"
+        )
+
     async def lag(self) -> dict[tuple[str, int], int]:
         """Records after the committed offset in each input partition this reader holds."""
         consumer = self.consumer

@@ -224,6 +224,17 @@ class Stage(Generic[S]):
 
     # ---------------------------------------------------------------- rebalances
 
+    def pending(self) -> str:
+        """What a stop now would leave undone (the next start does it again), in a few words."""
+        parts = [part for part, _ in self.parts.values()]
+        held = sum(len(part.merge) for part in parts)
+        dirty = sum(len(part.cache.dirty) for part in parts)
+        uncommitted = sum(len(part.unacked) for part in parts)
+        return (
+            f"{self.kind} stage: {held} items held, {dirty} subjects not written, "
+            f"{uncommitted} envelopes not committed"
+        )
+
     def on_assigned(self, assigned: set[TP]) -> None:
         self.assigned = {tp.partition for tp in assigned if tp.topic == self.topic}
         shown = ", ".join(map(str, sorted(self.assigned))) or "none"

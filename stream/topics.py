@@ -33,6 +33,10 @@ class KafkaUnavailable(DuankaError):
     """The brokers did not answer, or refused an administrative request."""
 
 
+class MissingTopic(DuankaError):
+    """A topic a command writes to does not exist (and the brokers will not make it)."""
+
+
 class TopicMismatch(DuankaError):
     """A topic exists with another number of partitions than the config says."""
 
@@ -120,6 +124,31 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> l
     for name in created:
         log.info("created topic %s", name)
     return created
+
+
+def require_topics(settings: Settings, names: list[str], timeout_s: float = 15.0) -> None:
+    """Fail, naming them, if any of `names` is not a topic on the cluster.
+
+    Producing to a missing topic would wait a minute for metadata that never
+    comes (duanka's brokers do not create topics on first use) and then fail
+    with a traceback that does not say which topic or what to do.
+    """
+    admin = admin_client(settings, timeout_s)
+    try:
+        existing = set(admin.list_topics())
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot list the topics at {settings.bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+    missing = [name for name in names if name not in existing]
+    if missing:
+        which = (
+            f"topic {missing[0]} does" if len(missing) == 1 else (f"topics {', '.join(missing)} do")
+        )
+        raise MissingTopic(
+            f"{which} not exist on the Kafka cluster at {settings.bootstrap}: "
+            "run `duanka topics create` (with the same config) first"
+        )
 
 
 def input_origins(settings: Settings) -> frozenset[str]:

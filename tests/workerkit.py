@@ -26,6 +26,7 @@ from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
 from rules.replay import replay
 from stream.broker import free_port
+from stream.envelope import decode_envelope
 
 KEY = "integration-test-key"
 TOPIC_NAMES = (
@@ -53,6 +54,8 @@ class WorkerRun:
     starts: int = 0
     # kafka.security of the config (protocol, ...); empty: PLAINTEXT
     security: dict[str, str] = field(default_factory=dict)
+    # more settings of the config's worker section
+    worker: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topics = {name: f"{name}-{self.run}" for name in TOPIC_NAMES}
@@ -70,6 +73,7 @@ class WorkerRun:
                         "app_id": self.app_id,
                         "web_port": self.web_port,
                         "data_dir": str(self.root / "data"),
+                        **self.worker,
                     },
                 }
             )
@@ -112,6 +116,19 @@ class WorkerRun:
                 stderr=subprocess.STDOUT,
                 env=self.env,
             )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until the worker of the latest start has recovered its tables and runs its stages."""
+        deadline = time.monotonic() + timeout
+        marker = f"==== start {self.starts} ===="
+        while True:
+            self.check_alive()
+            log = self.log.read_text(errors="replace")
+            if "Worker ready" in log[log.rfind(marker) :]:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker was not ready in {timeout:.0f} s")
+            time.sleep(0.2)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final commit."""
@@ -251,6 +268,19 @@ def behind_now(run: WorkerRun) -> dict[str, int]:
             run.bootstrap, group, end_offsets(run.bootstrap, topics)
         )
     return behind
+
+
+def unscreened(run: WorkerRun) -> int:
+    """Envelopes with items at or after the stages' committed offsets: work a kill interrupts."""
+    committed = committed_offsets(run.bootstrap, run.app_id)
+    count = 0
+    for name, kind in (("identity_events", "identity"), ("outlet_events", "outlet")):
+        topic = run.topics[name]
+        for record in read_topic(run.bootstrap, topic):
+            start = committed.get(TopicPartition(topic, record.partition), 0)
+            if record.offset >= start and decode_envelope(record.value, kind).items:
+                count += 1
+    return count
 
 
 def write_world(world: World, root: Path) -> tuple[Path, Path]:

@@ -39,7 +39,10 @@ def test_lines_are_routed_by_event_type_and_keyed_by_id_number(tmp_path: Path) -
     ]
     assert [line.key for line in lines] == [b"11010519491231002X"] * 2
     assert lines[0].value == orjson.dumps(sim)  # sent as written
-    assert check_routable(path, SETTINGS, None) == 2
+    assert check_routable(path, SETTINGS, None) == (
+        2,
+        {"carrier.sim-events", "bank.account-events"},
+    )
 
 
 def test_unroutable_lines_stop_the_file_before_anything_is_sent(tmp_path: Path) -> None:
@@ -47,7 +50,7 @@ def test_unroutable_lines_stop_the_file_before_anything_is_sent(tmp_path: Path) 
     with pytest.raises(ProduceError, match=r"line\(s\) 2, 3 .* nothing was sent"):
         check_routable(path, SETTINGS, None)
     # with --topic every line goes as it is, and records without an id get no key
-    assert check_routable(path, SETTINGS, "carrier.sim-events") == 3
+    assert check_routable(path, SETTINGS, "carrier.sim-events") == (3, {"carrier.sim-events"})
     assert [line.key for line in read_lines(path)][1:] == [None, None]
 
 
@@ -77,7 +80,7 @@ def test_sample_has_the_advertised_alerts_and_rejects(tmp_path: Path) -> None:
         ("sim_nonlocal_not_in_person", "medium"),  # the non-local ID mailed to Shaanxi
     ]
     assert [r.split(":")[0] for r in rejected] == ["id_number", "occurred_at", "channel"]
-    assert check_routable(path, SETTINGS, None) == count
+    assert check_routable(path, SETTINGS, None)[0] == count
 
 
 def test_sample_is_reproducible_and_in_time_order() -> None:
