@@ -61,7 +61,7 @@ class WorkerSettings:
     tick_ms: int = 100
     heartbeat_ms: int = 1000
     # how long the input reader collects records before it sends them on
-    linger_ms: int = 5
+    linger_ms: int = 20
     # the most input records the reader takes from Kafka at a time
     max_batch: int = 5000
     # how often each stage makes its state durable and commits (the flush)

@@ -41,7 +41,7 @@ from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.cluster import bind_state, identify
 from stream.console import install_console
 from stream.ends import EndWatch
-from stream.internals import TablePartition, commit_offsets, stop_within
+from stream.internals import TablePartition, batch_fetches, commit_offsets, stop_within
 from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
 from stream.outage import OutageLog
 from stream.outbox import Timing
@@ -68,6 +68,10 @@ RECORD_LOGGERS = (
     "faust.topics",
     "faust.transport.drivers.aiokafka",
 )
+
+# faust's consumer fetches envelopes once this much has come, or this long has passed
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_MAX_WAIT_MS = 20
 
 # SIGTERM or SIGINT ends the worker within this many seconds, whatever Kafka does
 STOP_DEADLINE_S = 13.0
@@ -290,6 +294,7 @@ def create_app(
 
     @app.on_partitions_assigned.connect
     async def note_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        batch_fetches(app, FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS)  # its consumer exists by now
         assigned = set(args[0])  # the signal is sent with the whole assignment
         for stage in stages:
             stage.on_assigned(assigned)

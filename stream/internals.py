@@ -17,6 +17,11 @@ in pyproject.toml:
 - `Store._dbs`: the open databases, for the state-size metrics;
 - `Consumer._committed_offset`: what faust last committed per partition, for
   the lag metrics;
+- `Consumer._thread._consumer._fetcher` (faust's aiokafka consumer, in its
+  thread, and aiokafka's fetcher): faust makes its consumer fetch as soon as
+  one byte is there, which under a steady trickle of envelopes is a fetch
+  per envelope for the broker and for faust's consumer thread; faust has no
+  setting for it, so `batch_fetches` sets the fetcher's minimum and wait;
 - `Worker._schedule_shutdown(signal)` (mode-streaming, faust's service
   library): what SIGTERM and SIGINT call; wrapped to start the stop deadline;
 - `Consumer._commit_offsets(offsets)`: commits offsets in faust's consumer
@@ -69,6 +74,15 @@ def open_databases(table: Any) -> Mapping[int, Any]:
     """The RocksDB databases faust has open for `table`, by partition ({} if not RocksDB)."""
     dbs: Mapping[int, Any] | None = getattr(table.data, "_dbs", None)
     return {} if dbs is None else dbs
+
+
+def batch_fetches(app: Any, min_bytes: int, max_wait_ms: int) -> None:
+    """Make faust's consumer wait for `min_bytes` (or `max_wait_ms`) before a fetch returns."""
+    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._fetch_min_bytes = min_bytes
+        fetcher._fetch_max_wait_ms = max_wait_ms
 
 
 async def commit_offsets(consumer: Any, offsets: Mapping[Any, int]) -> bool:

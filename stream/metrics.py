@@ -203,6 +203,14 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.state = StateSizes(self.state_keys)
+        self._events_in: dict[tuple[str, str], Any] = {}
+
+    def event_in(self, topic: str, event_type: str) -> None:
+        """A valid event read (prometheus-client's labels() costs microseconds: kept per pair)."""
+        child = self._events_in.get((topic, event_type))
+        if child is None:
+            child = self._events_in[(topic, event_type)] = self.events_in.labels(topic, event_type)
+        child.inc()
 
     def reject(self, topic: str, field: str) -> None:
         self.rejected.labels(topic, rejected_field(field)).inc()

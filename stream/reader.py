@@ -22,6 +22,7 @@ from the records before them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,9 @@ class InputReader:
         self.uncommitted: set[TopicPartition] = set()
         self.dead: list[tuple[bytes | None, bytes]] = []  # dead letters to send
         self.pending_since: float | None = None
+        self.sent_offsets: dict[TopicPartition, int] = {}  # sent, not yet committed
+        self.committed_at = 0.0
+        self.commit_s = settings.worker.commit_ms / 1000
         self.linger_s = settings.worker.linger_ms / 1000
         self.sending = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -87,6 +91,9 @@ class InputReader:
             heartbeat_interval_ms=1_000,
             rebalance_timeout_ms=10_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # a steady trickle is fetched once per linger, not once per record
+            fetch_min_bytes=256 * 1024,
+            fetch_max_wait_ms=max(1, settings.worker.linger_ms),
             **aiokafka_options(settings.security),
         )
 
@@ -111,6 +118,8 @@ class InputReader:
                 if self.due(now):
                     await self.send(now)
         finally:
+            with contextlib.suppress(Exception):  # a clean stop commits what was sent
+                await asyncio.wait_for(self.send(time.monotonic(), commit=True), 5.0)
             self.consumer = None
             await consumer.stop()
 
@@ -163,7 +172,7 @@ class InputReader:
         if record.value is None:
             raise InvalidEvent("record", "no value (a null record)")
         event = parse_event(record.value)
-        self.w.metrics.events_in.labels(record.topic, event.event_type).inc()
+        self.w.metrics.event_in(record.topic, event.event_type)
         return EventItem(origin, pseudonymise(event, self.w.pseudonymizer), arrived)
 
     def watch_item(self, origin: str, record: Any) -> WatchItem:
@@ -234,8 +243,13 @@ class InputReader:
         pending = len(self.identity_box) + len(self.outlet_box)
         return pending >= MAX_PENDING or now - self.pending_since >= self.linger_s
 
-    async def send(self, now: float) -> None:
-        """Send everything read so far, and commit its offsets once Kafka has it all."""
+    async def send(self, now: float, commit: bool = False) -> None:
+        """Send everything read so far; once Kafka has it all, its offsets may be committed.
+
+        They are, every `worker.commit_ms` (or now, with `commit`): a commit is
+        a write to Kafka of its own, and reading again what was sent but not
+        committed changes nothing in the stages.
+        """
         async with self.sending:
             sender, topics = self.w.sender, self.topics
             dead, self.dead = self.dead, []
@@ -255,7 +269,11 @@ class InputReader:
             except Exception as error:
                 await self.w.fail("the input reader could not send what it read", error)
                 return
-            await self.commit(offsets)
+            self.sent_offsets.update(offsets)
+            if commit or now - self.committed_at >= self.commit_s:
+                offsets, self.sent_offsets = self.sent_offsets, {}
+                self.committed_at = now
+                await self.commit(offsets)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self.consumer
@@ -271,9 +289,10 @@ class InputReader:
     def pending(self) -> str:
         """What a stop now would leave undone (read again at the next start), in a few words."""
         waiting = len(self.identity_box) + len(self.outlet_box) + len(self.dead)
+        uncommitted = len(self.uncommitted | self.sent_offsets.keys())
         return (
             f"input reader: {waiting} items not sent, "
-            f"{len(self.uncommitted)} partitions with offsets not committed"
+            f"{uncommitted} partitions with offsets not committed"
         )
 
     async def lag(self) -> dict[tuple[str, int], int]:
@@ -303,7 +322,7 @@ class InputReader:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Send and commit what was read from them; their next owner goes on from there."""
-        await self.send(time.monotonic())
+        await self.send(time.monotonic(), commit=True)
         self.assigned -= revoked
         for tp in revoked:
             self.positions.pop(tp, None)
