@@ -14,7 +14,7 @@ from rules.config import Settings
 from rules.engine import Engine
 from rules.errors import DuankaError
 from rules.pseudonym import Pseudonymizer, pseudonym_key
-from rules.replay import ReplaySummary, replay
+from rules.replay import ReplaySummary, replay, replay_in_two
 
 DEV_KEY_NOTE = (
     "note: pseudonyms use the built-in development key; alerts match a worker's only "
@@ -49,6 +49,7 @@ def run_replay(
     watchlist: Path | None = None,
     deadletter: Path | None = None,
     progress: bool = True,
+    processes: int = 2,
 ) -> int:
     for path in (events, watchlist):
         if path is not None and not path.is_file():
@@ -61,8 +62,9 @@ def run_replay(
     with ExitStack() as files:
         alerts = files.enter_context(out.open("wb"))
         rejected = files.enter_context(deadletter.open("wb")) if deadletter else None
+        run = replay_in_two if processes > 1 else replay
         try:
-            summary = replay(
+            summary = run(
                 events, Engine(settings.rules), pseudonymizer, alerts, rejected, watchlist, bar
             )
         finally:

@@ -37,7 +37,6 @@ from rules.state import (
     Opening,
     OutletState,
     WatchEntry,
-    event_key,
     expire_cooldowns,
 )
 
@@ -84,6 +83,11 @@ class Engine:
             (settings.two_cards_combo, TwoCardsCombo(settings.two_cards_combo)),
         ]
         self.identity_rules = [rule for config, rule in candidates if config.enabled]
+        # the enabled rules each event type triggers, in the order above
+        self._rules_for = {
+            event_type: [rule for rule in self.identity_rules if event_type in rule.triggers]
+            for event_type in IDENTITY_TYPES
+        }
         # History is kept for the longest identity window, enabled or not: it is
         # also what recognises a repeated event, which must not depend on the rules on.
         self.identity_retention = max(
@@ -122,13 +126,16 @@ class Engine:
 
     def screen_identity(self, state: IdentityState, event: PseudonymousEvent) -> Decision:
         """Apply an event to its identity's state and evaluate the identity rules."""
-        if event.event_type not in IDENTITY_TYPES or state.history.has(event_key(event)):
+        if event.event_type not in IDENTITY_TYPES or state.history.holds(
+            event.source, event.event_id
+        ):
             return Decision(applied=False)
         ts, iso = self._stamp(event)
         state.history.add(Mark.of(event, ts, iso))
         decision = Decision(applied=True)
-        for rule in self.identity_rules:
-            if event.event_type not in rule.triggers or _cooling(state.cooldowns, rule.rule_id, ts):
+        cooldowns = state.cooldowns
+        for rule in self._rules_for[event.event_type]:
+            if cooldowns and _cooling(cooldowns, rule.rule_id, ts):
                 continue
             finding = rule.evaluate(event, ts, state)
             if finding is None:
@@ -157,7 +164,7 @@ class Engine:
 
     def screen_outlet(self, state: OutletState, event: PseudonymousEvent) -> Decision:
         """Apply an opening to its outlet's state and evaluate the outlet rules."""
-        if not self.screens_outlet(event) or state.openings.has(event_key(event)):
+        if not self.screens_outlet(event) or state.openings.holds(event.source, event.event_id):
             return Decision(applied=False)
         ts, iso = self._stamp(event)
         state.openings.add(Opening.of(event, ts, iso))
@@ -254,6 +261,10 @@ class Screening:
 
     def screen(self, event: PseudonymousEvent) -> list[Alert]:
         """Alerts for one event: its identity's, then its agent's, then its outlet's."""
+        return self.screen_people(event) + self.screen_outlet(event)
+
+    def screen_people(self, event: PseudonymousEvent) -> list[Alert]:
+        """The identity rules' alerts on one event, then its agent's."""
         engine = self.engine
         alerts: list[Alert] = []
         if event.event_type in IDENTITY_TYPES:
@@ -266,9 +277,14 @@ class Screening:
             if agent is None:
                 agent = self.agents[signal.agent_id] = AgentState()
             alerts += engine.screen_agent(agent, signal).alerts
-        if engine.screens_outlet(event):
-            outlet = self.outlets.get(event.outlet_id)
-            if outlet is None:
-                outlet = self.outlets[event.outlet_id] = OutletState()
-            alerts += engine.screen_outlet(outlet, event).alerts
         return alerts
+
+    def screen_outlet(self, event: PseudonymousEvent) -> list[Alert]:
+        """The outlet rules' alerts on one event (they depend on no other rule's)."""
+        engine = self.engine
+        if not engine.screens_outlet(event):
+            return []
+        outlet = self.outlets.get(event.outlet_id)
+        if outlet is None:
+            outlet = self.outlets[event.outlet_id] = OutletState()
+        return engine.screen_outlet(outlet, event).alerts

@@ -25,11 +25,12 @@ class Pseudonymizer:
     one HMAC-SHA256 costs about a microsecond.
     """
 
-    __slots__ = ("_is_development_key", "_template")
+    __slots__ = ("_is_development_key", "_key", "_template")
 
     def __init__(self, key: bytes) -> None:
         if not key:
             raise ConfigError("the pseudonym key must not be empty")
+        self._key = key  # for a second process of replay's (pickling)
         # Keyed once; each call copies the keyed state instead of re-keying.
         self._template = hmac.new(key, digestmod=hashlib.sha256)
         self._is_development_key = hmac.compare_digest(key, DEV_KEY)
@@ -44,6 +45,9 @@ class Pseudonymizer:
         mac = self._template.copy()
         mac.update(f"{id_type}:{id_number}".encode())
         return SUBJECT_KEY_PREFIX + mac.hexdigest()[:_HEX_CHARS]
+
+    def __reduce__(self) -> tuple[type[Pseudonymizer], tuple[bytes]]:
+        return (Pseudonymizer, (self._key,))
 
     def __repr__(self) -> str:
         which = "development key" if self._is_development_key else "configured key"

@@ -390,6 +390,13 @@ def _add_replay(commands: Commands) -> None:
     replay.add_argument("--watchlist", type=Path, help="watchlist file (JSON lines or .csv)")
     replay.add_argument("--deadletter", type=Path, help="rejected records, as JSON lines")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument(
+        "--processes",
+        type=int,
+        choices=[1, 2],
+        default=2 if (os.cpu_count() or 1) > 1 else 1,
+        help="2: read and screen outlets in a second process (default with 2 or more CPUs)",
+    )
     replay.set_defaults(handler=_replay)
 
 
@@ -404,6 +411,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         args.watchlist,
         args.deadletter,
         progress=not args.quiet,
+        processes=args.processes,
     )
 
 

@@ -13,7 +13,7 @@ from producers.simulator import Simulator, iter_lines
 from rules.config import RuleSettings
 from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
-from rules.replay import index_lines, replay, sort_key
+from rules.replay import index_lines, replay, replay_in_two, sort_key
 
 FIXED = datetime(2026, 6, 1, tzinfo=UTC)
 KEY = Pseudonymizer(b"replay-test")
@@ -121,3 +121,17 @@ def test_index_notices_order(tmp_path: Path) -> None:
     assert in_order and [r.number for r in refs] == [1, 2]
     path.write_bytes(b + b"\n" + a + b"\n")
     assert index_lines(path)[1] is False
+
+
+def test_on_two_cores_replay_writes_the_same_bytes(tmp_path: Path) -> None:
+    """The second process reads, orders and pseudonymises; the output is replay's to the byte."""
+    events, watch = world_files(tmp_path, shuffle=True)
+    with events.open("ab") as out:  # and some lines to dead-letter on the way
+        out.write(b'{"schema": "duanka.event/1"}\nnot json\n\n')
+    single, single_dead, single_summary = run(events, watch)
+    out, dead = io.BytesIO(), io.BytesIO()
+    engine = Engine(RuleSettings(), clock=lambda: FIXED)
+    summary = replay_in_two(events, engine, KEY, out, dead, watch)
+    assert out.getvalue().splitlines() == single and len(single) > 30
+    assert dead.getvalue().splitlines() == single_dead and len(single_dead) == 2
+    assert summary == single_summary
