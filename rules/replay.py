@@ -17,8 +17,11 @@ for byte the same but for `detected_at`, as `replay` writes them.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
+import shutil
+import tempfile
 import traceback
 from collections import Counter
 from collections.abc import Iterator
@@ -36,7 +39,7 @@ from rules.engine import Engine, Screening
 from rules.errors import DuankaError, InvalidEvent
 from rules.event import parse_event, pseudonymise, pseudonymous_from_row, pseudonymous_row
 from rules.pseudonym import Pseudonymizer
-from rules.watchlist import read_watchlist
+from rules.watchlist import WatchLine, read_watchlist
 
 LATE = float("inf")  # the key of a line whose time cannot be read: it sorts last
 
@@ -136,18 +139,29 @@ def load_watchlist(
     deadletter: IO[bytes] | None,
 ) -> None:
     for line in read_watchlist(path):
-        if line.record is None:
-            assert line.error is not None
-            summary.watch_rejected += 1
-            if deadletter is not None:
-                deadletter.write(
-                    encode_dead_letter(f"file:{path.name}", 0, line.number, line.error, line.raw)
-                    + b"\n"
-                )
-            continue
-        record = line.record
-        screening.watch(pseudonymizer.subject_key(record.id_type, record.id_number), record.entry)
-        summary.watch_loaded += 1
+        _watch_line(line, path, screening, pseudonymizer, summary, deadletter)
+
+
+def _watch_line(
+    line: WatchLine,
+    path: Path | None,
+    screening: Screening,
+    pseudonymizer: Pseudonymizer,
+    summary: ReplaySummary,
+    deadletter: IO[bytes] | None,
+) -> None:
+    if line.record is None:
+        assert line.error is not None and path is not None
+        summary.watch_rejected += 1
+        if deadletter is not None:
+            deadletter.write(
+                encode_dead_letter(f"file:{path.name}", 0, line.number, line.error, line.raw)
+                + b"\n"
+            )
+        return
+    record = line.record
+    screening.watch(pseudonymizer.subject_key(record.id_type, record.id_number), record.entry)
+    summary.watch_loaded += 1
 
 
 def replay(
@@ -208,92 +222,176 @@ def replay_in_two(
 ) -> ReplaySummary:
     """`replay`, with reading, validating and pseudonymising in a second process.
 
-    The second process is started afresh (spawn), and gets the file's path,
-    the rule settings and the pseudonym key.
+    The second process is started afresh (spawn), and gets the file's path and
+    the pseudonym key. It sends the events in file order, taking the file to
+    be in event-time order (an export usually is) and checking that as it
+    goes, which spares `replay`'s first pass over the file. Alerts and dead
+    letters are kept aside until it has read the last line: if a line was out
+    of order, it starts again in sorted order and what was kept is dropped.
     """
-    summary = ReplaySummary()
-    screening = Screening(engine)
-    if watchlist is not None:
-        load_watchlist(watchlist, screening, pseudonymizer, summary, deadletter)
+    entries = list(read_watchlist(watchlist)) if watchlist is not None else []
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     reader = context.Process(
-        target=_read,
-        args=(str(events), pseudonymizer, send),
-        name="duanka-replay-reader",
-        daemon=True,
+        target=_read, args=(str(events), pseudonymizer, send), name="duanka-replay-reader"
     )
+    reader.daemon = True
     reader.start()
     send.close()
     try:
-        total, summary.in_order = _message(receive)
-        if progress is not None:
-            progress.start(total)
-        source = f"file:{events.name}"
-        while (batch := _message(receive)) is not None:
-            for entry in batch:
-                _write(entry, screening, summary, out, deadletter, source)
-            if progress is not None:
-                progress.advance(len(batch))
+        while True:
+            with _kept() as (alerts, dead):
+                run = _Run(engine, pseudonymizer, entries, watchlist, dead)
+                total = _message(receive)  # lines to come
+                if progress is not None:
+                    progress.start(total)
+                done = run.take(receive, f"file:{events.name}", alerts, dead, progress)
+                if done is None:
+                    continue  # out of order: the second process starts again, sorted
+                run.summary.in_order = done
+                _copy(alerts, out)
+                if deadletter is not None:
+                    _copy(dead, deadletter)
+                return run.summary
     finally:
         receive.close()
         reader.join(timeout=30)
         if reader.is_alive():
             reader.kill()
-    return summary
 
 
-def _message(receive: Connection) -> Any:
+class _Run:
+    """One pass of `replay_in_two`'s screening side (a second after an out-of-order file)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        pseudonymizer: Pseudonymizer,
+        entries: list[Any],
+        watchlist: Path | None,
+        dead: IO[bytes],
+    ) -> None:
+        self.summary = ReplaySummary()
+        self.screening = Screening(engine)
+        for line in entries:
+            _watch_line(line, watchlist, self.screening, pseudonymizer, self.summary, dead)
+
+    def take(
+        self,
+        receive: Connection,
+        source: str,
+        out: IO[bytes],
+        dead: IO[bytes],
+        progress: Progress | None,
+    ) -> bool | None:
+        """Screen what comes until the end (whether the file was in order) or a restart (None)."""
+        summary, screening = self.summary, self.screening
+        while True:
+            kind, body = _next(receive)
+            if kind == "restart":
+                return None
+            if kind == "end":
+                return bool(body)
+            for entry in body:
+                summary.events_read += 1
+                if entry[0] == _REJECT:
+                    _, number, error, raw = entry
+                    summary.rejected += 1
+                    dead.write(encode_dead_letter(source, 0, number, error, raw) + b"\n")
+                    continue
+                for alert in screening.screen(pseudonymous_from_row(entry[1])):
+                    summary.alerts[alert.rule_id] += 1
+                    out.write(encode_alert(alert) + b"\n")
+            if progress is not None:
+                progress.advance(len(body))
+
+
+@contextlib.contextmanager
+def _kept() -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """Where alerts and dead letters wait until the reader has finished: memory, then disk."""
+    with (
+        tempfile.SpooledTemporaryFile(max_size=64 << 20) as alerts,
+        tempfile.SpooledTemporaryFile(max_size=16 << 20) as dead,
+    ):
+        yield alerts, dead
+
+
+def _copy(kept: IO[bytes], out: IO[bytes]) -> None:
+    kept.seek(0)
+    shutil.copyfileobj(kept, out)
+
+
+def _next(receive: Connection) -> tuple[str, Any]:
     try:
         kind, body = pickle.loads(receive.recv_bytes())
     except EOFError:
         raise DuankaError("replay's second process ended without a word") from None
     if kind == "error":
         raise DuankaError(f"replay's second process failed:\n{body}")
-    return body
+    return kind, body
 
 
-def _write(
-    entry: tuple[Any, ...],
-    screening: Screening,
-    summary: ReplaySummary,
-    out: IO[bytes],
-    deadletter: IO[bytes] | None,
-    source: str,
-) -> None:
-    summary.events_read += 1
-    if entry[0] == _REJECT:
-        _, number, error, raw = entry
-        summary.rejected += 1
-        if deadletter is not None:
-            deadletter.write(encode_dead_letter(source, 0, number, error, raw) + b"\n")
-        return
-    for alert in screening.screen(pseudonymous_from_row(entry[1])):
-        summary.alerts[alert.rule_id] += 1
-        out.write(encode_alert(alert) + b"\n")
+def _message(receive: Connection) -> Any:
+    return _next(receive)[1]
 
 
 def _read(path: str, pseudonymizer: Pseudonymizer, send: Connection) -> None:
-    """The second process: events in event-time order, validated and pseudonymised."""
+    """The second process: events validated and pseudonymised, in event-time order."""
     try:
-        refs, in_order = index_lines(Path(path))
-        send.send_bytes(pickle.dumps(("start", (len(refs), in_order))))
-        batch: list[tuple[Any, ...]] = []
-        for number, raw in ordered_lines(Path(path), refs, in_order):
-            try:
-                event = pseudonymise(parse_event(raw), pseudonymizer)
-            except InvalidEvent as error:
-                batch.append((_REJECT, number, error, raw))
-            else:
-                batch.append((_EVENT, pseudonymous_row(event)))
-            if len(batch) >= BATCH:
-                send.send_bytes(pickle.dumps(("batch", batch), protocol=5))
-                batch = []
-        if batch:
-            send.send_bytes(pickle.dumps(("batch", batch), protocol=5))
-        send.send_bytes(pickle.dumps(("end", None)))
+        file = Path(path)
+        send.send_bytes(pickle.dumps(("start", _count_lines(file))))
+        if _send_in_file_order(file, pseudonymizer, send):
+            send.send_bytes(pickle.dumps(("end", True)))
+            return
+        send.send_bytes(pickle.dumps(("restart", None)))
+        refs, _ = index_lines(file)
+        send.send_bytes(pickle.dumps(("start", len(refs))))
+        _send(ordered_lines(file, refs, False), pseudonymizer, send)
+        send.send_bytes(pickle.dumps(("end", False)))
     except BaseException:
         send.send_bytes(pickle.dumps(("error", traceback.format_exc())))
         raise
     finally:
         send.close()
+
+
+def _send_in_file_order(path: Path, pseudonymizer: Pseudonymizer, send: Connection) -> bool:
+    """Send the lines as they come while they are in event-time order; False at the first not."""
+    previous: tuple[float, str, str] | None = None
+
+    def in_order() -> Iterator[tuple[int, bytes]]:
+        nonlocal previous
+        for number, raw in ordered_lines(path, [], True):
+            key = sort_key(raw)
+            if previous is not None and key < previous:
+                previous = None
+                return
+            previous = key
+            yield number, raw
+
+    _send(in_order(), pseudonymizer, send)
+    return previous is not None or _count_lines(path) == 0
+
+
+def _send(
+    lines: Iterator[tuple[int, bytes]], pseudonymizer: Pseudonymizer, send: Connection
+) -> None:
+    batch: list[tuple[Any, ...]] = []
+    for number, raw in lines:
+        try:
+            event = pseudonymise(parse_event(raw), pseudonymizer)
+        except InvalidEvent as error:
+            batch.append((_REJECT, number, error, raw))
+        else:
+            batch.append((_EVENT, pseudonymous_row(event)))
+        if len(batch) >= BATCH:
+            send.send_bytes(pickle.dumps(("batch", batch), protocol=5))
+            batch = []
+    if batch:
+        send.send_bytes(pickle.dumps(("batch", batch), protocol=5))
+
+
+def _count_lines(path: Path) -> int:
+    """Lines with something on them (for the progress bar)."""
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())

@@ -135,3 +135,17 @@ def test_on_two_cores_replay_writes_the_same_bytes(tmp_path: Path) -> None:
     assert out.getvalue().splitlines() == single and len(single) > 30
     assert dead.getvalue().splitlines() == single_dead and len(single_dead) == 2
     assert summary == single_summary
+
+
+def test_on_two_cores_a_file_in_order_is_read_once_and_gives_the_same(tmp_path: Path) -> None:
+    events, watch = world_files(tmp_path, shuffle=False)
+    single, single_dead, single_summary = run(events, watch)
+    out, dead = io.BytesIO(), io.BytesIO()
+    engine = Engine(RuleSettings(), clock=lambda: FIXED)
+    summary = replay_in_two(events, engine, KEY, out, dead, watch)
+    assert summary.in_order and summary == single_summary
+    assert out.getvalue().splitlines() == single
+    assert dead.getvalue().splitlines() == single_dead
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n\n")
+    assert replay_in_two(empty, engine, KEY, io.BytesIO()).events_read == 0
