@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py compiles rules/ with mypyc (about a minute): again whenever a source changes
+$(STAMP): pyproject.toml setup.py $(wildcard rules/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -57,4 +58,5 @@ demo: install tools
 	$(BIN)/duanka demo $(ARGS)
 
 clean:
-	rm -rf $(VENV) .duanka .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .duanka .mypy_cache .ruff_cache .pytest_cache build .mypyc_cache
+	rm -f *.so rules/*.so rules/compiled.json

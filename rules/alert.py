@@ -9,7 +9,7 @@ decodes to an equal `Alert`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,7 +69,7 @@ class Alert:
     summary_zh: str
     summary_en: str
     facts: Mapping[str, object]
-    evidence: tuple[Evidence, ...]
+    evidence: Sequence[Evidence]  # made a tuple
 
     def __post_init__(self) -> None:
         _check_choice("severity", self.severity, SEVERITIES)

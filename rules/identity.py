@@ -25,7 +25,7 @@ from rules.config import (
 )
 from rules.event import PseudonymousEvent
 from rules.regions import province_name
-from rules.state import IdentityState, Mark
+from rules.state import IdentityState, Mark, by_order
 from rules.wording import span_en, span_zh
 
 
@@ -318,7 +318,7 @@ class TwoCardsCombo:
         if not partners:
             return None
         window = self.settings.window
-        marks = sorted([*partners, Mark.of(event, ts)])
+        marks = sorted([*partners, Mark.of(event, ts)], key=by_order)
         return Finding(
             severity=self.settings.severity,
             summary_zh=f"{span_zh(window)}内办理号卡和银行账户（两卡），涉及外地身份证",

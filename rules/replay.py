@@ -238,26 +238,55 @@ def replay_in_two(
     reader.daemon = True
     reader.start()
     send.close()
+    passes = _Passes(engine, pseudonymizer, entries, watchlist, receive, events)
     try:
-        while True:
-            with _kept() as (alerts, dead):
-                run = _Run(engine, pseudonymizer, entries, watchlist, dead)
-                total = _message(receive)  # lines to come
-                if progress is not None:
-                    progress.start(total)
-                done = run.take(receive, f"file:{events.name}", alerts, dead, progress)
-                if done is None:
-                    continue  # out of order: the second process starts again, sorted
-                run.summary.in_order = done
-                _copy(alerts, out)
-                if deadletter is not None:
-                    _copy(dead, deadletter)
-                return run.summary
+        summary = passes.run(out, deadletter, progress)
+        while summary is None:  # the file was out of order: again, sorted
+            summary = passes.run(out, deadletter, progress)
     finally:
         receive.close()
         reader.join(timeout=30)
         if reader.is_alive():
             reader.kill()
+    return summary
+
+
+class _Passes:
+    """The screening side of `replay_in_two`: a pass per time the second process reads the file."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        pseudonymizer: Pseudonymizer,
+        entries: list[Any],
+        watchlist: Path | None,
+        receive: Connection,
+        events: Path,
+    ) -> None:
+        self.engine = engine
+        self.pseudonymizer = pseudonymizer
+        self.entries = entries
+        self.watchlist = watchlist
+        self.receive = receive
+        self.source = f"file:{events.name}"
+
+    def run(
+        self, out: IO[bytes], deadletter: IO[bytes] | None, progress: Progress | None
+    ) -> ReplaySummary | None:
+        """One pass; its summary, or None if the file turned out not to be in order."""
+        with _kept() as (alerts, dead):
+            run = _Run(self.engine, self.pseudonymizer, self.entries, self.watchlist, dead)
+            total = _message(self.receive)  # lines to come
+            if progress is not None:
+                progress.start(total)
+            done = run.take(self.receive, self.source, alerts, dead, progress)
+            if done is None:
+                return None
+            run.summary.in_order = done
+            _copy(alerts, out)
+            if deadletter is not None:
+                _copy(dead, deadletter)
+            return run.summary
 
 
 class _Run:

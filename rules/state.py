@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import date
+from operator import attrgetter
 from sys import intern
 from typing import Any
 
@@ -64,9 +65,6 @@ class Mark:
     def evidence(self) -> Evidence:
         return Evidence(self.event_id, self.source, self.event_type, self.occurred_at)
 
-    def __lt__(self, other: Mark) -> bool:
-        return self.order < other.order
-
 
 @dataclass(frozen=True, slots=True)
 class WatchEntry:
@@ -90,6 +88,11 @@ class WatchEntry:
 
 
 SMALL = 8  # a window this short is searched for a key; a longer one keeps an index
+
+
+# Items are ordered by their `order`, not by comparing them: a class compiled
+# with mypyc that defines __lt__ loses its dataclass __eq__.
+by_order = attrgetter("order")
 
 
 @dataclass(slots=True)
@@ -127,11 +130,11 @@ class Window:
 
     def add(self, item: Any) -> None:
         items, times = self.items, self.times
-        if not items or not item < items[-1]:
+        if not items or not item.order < items[-1].order:
             items.append(item)
             times.append(item.ts)
         else:
-            at = bisect_right(items, item, lo=bisect_left(times, item.ts))
+            at = bisect_right(items, item.order, lo=bisect_left(times, item.ts), key=by_order)
             items.insert(at, item)
             times.insert(at, item.ts)
         if self.index is not None:
@@ -206,11 +209,12 @@ class Opening:
     def key(self) -> str:
         return f"{self.source}\x1f{self.event_id}"
 
+    @property
+    def order(self) -> tuple[float, str, str]:
+        return (self.ts, self.source, self.event_id)
+
     def evidence(self) -> Evidence:
         return Evidence(self.event_id, self.source, self.event_type, self.occurred_at)
-
-    def __lt__(self, other: Opening) -> bool:
-        return (self.ts, self.source, self.event_id) < (other.ts, other.source, other.event_id)
 
 
 @dataclass(slots=True)
@@ -244,8 +248,9 @@ class Flag:
     def key(self) -> str:
         return self.alert_id
 
-    def __lt__(self, other: Flag) -> bool:
-        return (self.ts, self.alert_id) < (other.ts, other.alert_id)
+    @property
+    def order(self) -> tuple[float, str]:
+        return (self.ts, self.alert_id)
 
 
 @dataclass(slots=True)
