@@ -117,7 +117,14 @@ class Event:
 
 @dataclass(slots=True)
 class PseudonymousEvent:
-    """An event as the rules see it: the id number replaced by its pseudonym."""
+    """An event as the rules see it: no personal data, only pseudonyms, tokens and masks.
+
+    The id number is replaced by its pseudonym (`subject_key`), and the phone
+    number, account number, device id and contact phone by keyed tokens
+    (`*_key`, made like the pseudonym): equal values give equal tokens, so
+    the rules can still tell that people share a device or a phone. Device
+    id and contact phone are kept masked too, for the alerts that name them.
+    """
 
     event_id: str
     event_type: str
@@ -133,13 +140,15 @@ class PseudonymousEvent:
     channel: str
     verification: str
     agent_id: str | None = None
-    msisdn: str | None = None
+    msisdn_key: str | None = None
     sim_kind: str | None = None
     delivery: Delivery | None = None
-    account_id: str | None = None
+    account_key: str | None = None
     account_kind: str | None = None
-    device_id: str | None = None
-    contact_phone: str | None = None
+    device_key: str | None = None
+    contact_key: str | None = None
+    device_masked: str | None = None
+    contact_masked: str | None = None
 
     @property
     def outlet_province(self) -> str:
@@ -379,7 +388,8 @@ def _without_none(obj: dict[str, object]) -> dict[str, object]:
 
 
 def pseudonymise(event: Event, pseudonymizer: Pseudonymizer) -> PseudonymousEvent:
-    """The event with its id number replaced by subject key, mask and province."""
+    """The event without personal data: pseudonym, tokens, masks and the facts rules need."""
+    token = pseudonymizer.token
     return PseudonymousEvent(
         event.event_id,
         event.event_type,
@@ -395,13 +405,15 @@ def pseudonymise(event: Event, pseudonymizer: Pseudonymizer) -> PseudonymousEven
         event.channel,
         event.verification,
         event.agent_id,
-        event.msisdn,
+        token("msisdn", event.msisdn),
         event.sim_kind,
         event.delivery,
-        event.account_id,
+        token("account", event.account_id),
         event.account_kind,
-        event.device_id,
-        event.contact_phone,
+        token("device", event.device_id),
+        token("phone", event.contact_phone),
+        None if event.device_id is None else mask_id(event.device_id),
+        None if event.contact_phone is None else mask_id(event.contact_phone),
     )
 
 
@@ -423,13 +435,15 @@ def pseudonymous_row(event: PseudonymousEvent) -> list[object]:
         event.channel,
         event.verification,
         event.agent_id,
-        event.msisdn,
+        event.msisdn_key,
         event.sim_kind,
         None if delivery is None else [delivery.method, delivery.region_code, delivery.address_key],
-        event.account_id,
+        event.account_key,
         event.account_kind,
-        event.device_id,
-        event.contact_phone,
+        event.device_key,
+        event.contact_key,
+        event.device_masked,
+        event.contact_masked,
     ]
 
 
@@ -464,12 +478,14 @@ def pseudonymous_from_row(row: object) -> PseudonymousEvent:
             _opt(row[18]),
             _opt(row[19]),
             _opt(row[20]),
+            _opt(row[21]),
+            _opt(row[22]),
         )
     except (ValueError, TypeError, IndexError):
         raise InvalidEvent("record", "not a pseudonymous event row") from None
 
 
-_ROW_LENGTH = 21
+_ROW_LENGTH = 23
 
 
 def _delivery_back(row: object) -> Delivery:

@@ -90,12 +90,21 @@ class OutletNonlocalSurge:
         )
 
 
+# the opening's field that holds each linking attribute (tokens for device and phone)
+FIELDS = {
+    "device_id": "device_key",
+    "contact_phone": "contact_key",
+    "address_key": "address_key",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
-    """One value several identities share: `device_id` `dev-88c1`, say."""
+    """One value several identities share: a device, say (its token, and masked to show)."""
 
     attribute: str
     value: str
+    shown: str
 
     @property
     def shared_value(self) -> str:
@@ -113,13 +122,15 @@ class GangBatchOpen:
     def links(self, event: PseudonymousEvent) -> list[Link]:
         """The values of the triggering event that a gang could share."""
         delivery = event.delivery
+        address = delivery.address_key if delivery else None
+        prefecture = event.id_prefecture if event.is_nonlocal else None
         values = {
-            "device_id": event.device_id,
-            "contact_phone": event.contact_phone,
-            "address_key": delivery.address_key if delivery else None,
-            "id_prefecture": event.id_prefecture if event.is_nonlocal else None,
+            "device_id": (event.device_key, event.device_masked),
+            "contact_phone": (event.contact_key, event.contact_masked),
+            "address_key": (address, address),
+            "id_prefecture": (prefecture, prefecture),
         }
-        return [Link(name, value) for name, value in values.items() if value]
+        return [Link(name, value, shown or "") for name, (value, shown) in values.items() if value]
 
     def evaluate(
         self, event: PseudonymousEvent, ts: float, state: OutletState, link: Link
@@ -128,7 +139,8 @@ class GangBatchOpen:
         if link.attribute == "id_prefecture":
             linked = [o for o in recent if o.is_nonlocal and o.id_prefecture == link.value]
         else:
-            linked = [o for o in recent if getattr(o, link.attribute) == link.value]
+            field = FIELDS[link.attribute]
+            linked = [o for o in recent if getattr(o, field) == link.value]
         identities = sorted({o.subject_key for o in linked})
         if len(identities) < self.settings.identities:
             return None
@@ -138,7 +150,7 @@ class GangBatchOpen:
             summary_en=self._en(link, len(identities)),
             facts={
                 "shared": link.attribute,
-                "value": link.value,
+                "value": link.shown,
                 "identities": identities,
                 "count": len(identities),
                 "window": self.settings.window,

@@ -15,6 +15,7 @@ from rules.errors import ConfigError
 DEV_KEY = b"duanka-development-key-do-not-use-in-production"
 KEY_ENV = "DUANKA_PSEUDONYM_KEY"
 SUBJECT_KEY_PREFIX = "k:"
+TOKEN_PREFIX = "t:"
 _HEX_CHARS = 32
 
 
@@ -45,6 +46,18 @@ class Pseudonymizer:
         mac = self._template.copy()
         mac.update(f"{id_type}:{id_number}".encode())
         return SUBJECT_KEY_PREFIX + mac.hexdigest()[:_HEX_CHARS]
+
+    def token(self, kind: str, value: str | None) -> str | None:
+        """A keyed token for other personal data (a phone number, a device id); None stays None.
+
+        "t:" + 128 bits of HMAC-SHA256(key, "kind:value"): the kind keeps a
+        phone number's token apart from the same digits as an account number.
+        """
+        if value is None:
+            return None
+        mac = self._template.copy()
+        mac.update(f"{kind}:{value}".encode())
+        return TOKEN_PREFIX + mac.hexdigest()[:_HEX_CHARS]
 
     def __reduce__(self) -> tuple[type[Pseudonymizer], tuple[bytes]]:
         return (Pseudonymizer, (self._key,))

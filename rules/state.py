@@ -184,8 +184,8 @@ class Opening:
     subject_key: str
     is_nonlocal: bool
     id_prefecture: str | None
-    device_id: str | None
-    contact_phone: str | None
+    device_key: str | None  # tokens, as in PseudonymousEvent
+    contact_key: str | None
     address_key: str | None
 
     @classmethod
@@ -200,8 +200,8 @@ class Opening:
             event.subject_key,
             event.is_nonlocal,
             event.id_prefecture,
-            event.device_id,
-            event.contact_phone,
+            event.device_key,
+            event.contact_key,
             delivery.address_key if delivery else None,
         )
 
@@ -330,8 +330,8 @@ def encode_outlet(state: OutletState) -> bytes:
                     o.subject_key,
                     o.is_nonlocal,
                     o.id_prefecture,
-                    o.device_id,
-                    o.contact_phone,
+                    o.device_key,
+                    o.contact_key,
                     o.address_key,
                 ]
                 for o in state.openings.items

@@ -1,4 +1,8 @@
-"""No raw id number where it must not be: internal topics, changelogs, state files, logs, pages.
+"""No personal data where it must not be: internal topics, changelogs, state files, logs, pages.
+
+Personal data here is an id number, and the phone numbers, account numbers
+and device ids events carry (the worker keeps keyed tokens of those, and
+masks in alerts).
 
 A simulated province in which every rule fires (the watchlist loaded through
 its topic and one entry removed again, a person with a non-resident id, and
@@ -39,6 +43,8 @@ from rules.idnumber import check_digit
 from rules.pseudonym import Pseudonymizer, mask_id
 
 PSEUDONYMS = Pseudonymizer(KEY.encode())
+# what an event carries besides the id number that is personal data too
+PERSONAL_FIELDS = ("msisdn", "account_id", "device_id", "contact_phone")
 WAIT_S = 120.0
 
 
@@ -319,6 +325,8 @@ def test_no_id_number_outside_the_inputs(
     people = first.world.events + later.events
     numbers = {e["id_number"] for e in people + first.world.watchlist}
     numbers |= {REMOVED, REJECTED, BAD_CHECK, WATCH_REJECTED}
+    numbers |= {e[f] for e in people for f in PERSONAL_FIELDS if e.get(f)}
+    assert any(e.get("device_id") for e in people) and any(e.get("contact_phone") for e in people)
     pseudonyms = {PSEUDONYMS.subject_key(e["id_type"], e["id_number"]) for e in people}
     search = Search(numbers, pseudonyms)
 

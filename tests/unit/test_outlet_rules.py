@@ -12,6 +12,7 @@ from rulekit import (
     HOUR,
     MINUTE,
     OUTLET,
+    PSEUDONYMIZER,
     SECOND,
     T0,
     bank,
@@ -28,6 +29,7 @@ from rulekit import (
 from rules.alert import Alert, Subject, make_alert_id
 from rules.engine import Screening
 from rules.event import PseudonymousEvent
+from rules.pseudonym import mask_id
 from rules.state import OutletState, event_key
 
 SURGE = "outlet_nonlocal_surge"
@@ -181,6 +183,13 @@ def test_outlet_state_forgets_openings_older_than_24_hours_and_ended_cooldowns()
 # ---------------------------------------------------------------- gang_batch_open
 
 DEVICE = "dev-88c1"
+TOKENS = {"device_id": "device", "contact_phone": "phone"}
+
+
+def shared(attribute: str, value: str) -> str:
+    """A gang alert's shared value: a device or a phone by its token, as the state holds it."""
+    kind = TOKENS.get(attribute)
+    return f"{attribute}:{PSEUDONYMIZER.token(kind, value) if kind else value}"
 
 
 def test_gang_fires_when_5_people_share_a_device_with_its_content() -> None:
@@ -189,13 +198,13 @@ def test_gang_fires_when_5_people_share_a_device_with_its_content() -> None:
     assert run(s, events[:4], GANG) == []
     [alert] = run(s, [events[4]], GANG)
     trigger = events[4]
-    assert alert.alert_id == outlet_id(GANG, trigger, "device_id:dev-88c1")
+    assert alert.alert_id == outlet_id(GANG, trigger, shared("device_id", "dev-88c1"))
     assert (alert.rule_id, alert.severity, alert.action) == (GANG, "critical", "report")
     assert alert.subject == Subject("outlet", OUTLET)
     assert (alert.event_time, alert.source) == (trigger.occurred_at, trigger.source)
     assert alert.facts == {
         "shared": "device_id",
-        "value": DEVICE,
+        "value": "d******1",  # dev-88c1, masked: the state holds only its token
         "identities": sorted(key_of(local_id(i)) for i in range(1, 6)),
         "count": 5,
         "window": "60m",
@@ -208,7 +217,7 @@ def test_gang_fires_when_5_people_share_a_device_with_its_content() -> None:
 def test_gang_threshold_comes_from_settings() -> None:
     events = [ev(i * MINUTE, id=local_id(i), device_id=DEVICE) for i in range(1, 6)]
     alerts = run(screening(rules(gang_batch_open={"identities": 3, "cooldown": ""})), events, GANG)
-    assert ids(alerts) == [outlet_id(GANG, e, "device_id:dev-88c1") for e in events[2:]]
+    assert ids(alerts) == [outlet_id(GANG, e, shared("device_id", "dev-88c1")) for e in events[2:]]
     assert [a.facts["count"] for a in alerts] == [3, 4, 5]
 
 
@@ -243,8 +252,9 @@ def test_gang_links_by_phone_and_address(
 ) -> None:
     events = [ev(i * MINUTE, id=local_id(i), **fields) for i in range(1, 6)]
     alerts = run(screening(), events, GANG)
-    assert ids(alerts) == [outlet_id(GANG, events[4], f"{attribute}:{value}")]
-    assert (alerts[0].facts["shared"], alerts[0].facts["value"]) == (attribute, value)
+    assert ids(alerts) == [outlet_id(GANG, events[4], shared(attribute, value))]
+    shown = mask_id(value) if attribute == "contact_phone" else value
+    assert (alerts[0].facts["shared"], alerts[0].facts["value"]) == (attribute, shown)
     assert (alerts[0].summary_zh, alerts[0].summary_en) == (zh, en)
     assert alerts[0].evidence == evidence(*events)
 
@@ -315,13 +325,13 @@ def test_gang_counts_distinct_people_and_lists_every_linked_opening() -> None:
 
 
 def test_gang_gives_one_alert_per_shared_value_of_the_triggering_event() -> None:
-    shared = {"device_id": DEVICE, "contact_phone": "13800000000"}
-    events = [ev(i * MINUTE, id=nonlocal_id(i), **shared) for i in range(1, 6)]
+    both = {"device_id": DEVICE, "contact_phone": "13800000000"}
+    events = [ev(i * MINUTE, id=nonlocal_id(i), **both) for i in range(1, 6)]
     alerts = run(screening(), events, GANG)
     trigger = events[4]
     assert ids(alerts) == [
-        outlet_id(GANG, trigger, "device_id:dev-88c1"),
-        outlet_id(GANG, trigger, "contact_phone:13800000000"),
+        outlet_id(GANG, trigger, shared("device_id", "dev-88c1")),
+        outlet_id(GANG, trigger, shared("contact_phone", "13800000000")),
         outlet_id(GANG, trigger, "id_prefecture:1101"),
     ]
     assert [a.facts["shared"] for a in alerts] == ["device_id", "contact_phone", "id_prefecture"]
@@ -334,7 +344,9 @@ def test_gang_window_edge(gap: timedelta, fires: bool) -> None:
         *[ev(gap, id=local_id(i), device_id=DEVICE) for i in range(2, 6)],
     ]
     alerts = run(screening(), events, GANG)
-    assert ids(alerts) == ([outlet_id(GANG, events[4], "device_id:dev-88c1")] if fires else [])
+    assert ids(alerts) == (
+        [outlet_id(GANG, events[4], shared("device_id", "dev-88c1"))] if fires else []
+    )
 
 
 def test_gang_cooldown_is_60_minutes_per_outlet_and_shared_value() -> None:
@@ -347,10 +359,10 @@ def test_gang_cooldown_is_60_minutes_per_outlet_and_shared_value() -> None:
     again = ev(60 * MINUTE, id=local_id(12), device_id="dev-1")
     alerts = run(screening(), [*first, *second, *elsewhere, quiet, again], GANG)
     assert ids(alerts) == [
-        outlet_id(GANG, first[4], "device_id:dev-1"),
-        outlet_id(GANG, second[4], "device_id:dev-2"),
-        outlet_id(GANG, elsewhere[4], "device_id:dev-1"),
-        outlet_id(GANG, again, "device_id:dev-1"),
+        outlet_id(GANG, first[4], shared("device_id", "dev-1")),
+        outlet_id(GANG, second[4], shared("device_id", "dev-2")),
+        outlet_id(GANG, elsewhere[4], shared("device_id", "dev-1")),
+        outlet_id(GANG, again, shared("device_id", "dev-1")),
     ]
     assert [a.subject.key for a in alerts] == [OUTLET, OUTLET, "GS-LZ-9", OUTLET]
     assert alerts[3].facts["count"] == 7
@@ -370,7 +382,8 @@ def test_gang_alone_keeps_60_minutes_of_openings_and_drops_its_ended_cooldowns()
     events = [ev(i * MINUTE, id=local_id(i), device_id=DEVICE) for i in range(1, 6)]
     assert len(run(s, events)) == 1
     state = outlet(s)
-    assert state.cooldowns == {f"{GANG}\x1fdevice_id:{DEVICE}": (T0 + 65 * MINUTE).timestamp()}
+    cooling = f"{GANG}\x1f{shared('device_id', DEVICE)}"
+    assert state.cooldowns == {cooling: (T0 + 65 * MINUTE).timestamp()}
     later = ev(64 * MINUTE, id=local_id(6))  # the opening at 4 minutes is exactly 60 before
     assert run(s, [later]) == []
     assert [o.event_id for o in state.openings.items] == [
