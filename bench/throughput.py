@@ -23,7 +23,9 @@ with `stream.broker.start` on a free port in a temporary directory):
    the records' Kafka timestamps. With --profile S, py-spy samples the
    worker for S seconds once it is busy, and the top entries are printed.
 
-Prints a table and writes bench/results/throughput.json.
+With --workers N, N workers of one group share the partitions (their CPU
+and metrics summed). Prints a table and writes bench/results/throughput.json
+(throughput-N-workers.json).
 """
 
 from __future__ import annotations
@@ -89,9 +91,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def write_config(root: Path, bootstrap: str, partitions: int, worker: dict[str, Any]) -> Path:
-    """A config with topics of this run's own, `partitions` each, every rule on (the defaults)."""
-    run = uuid.uuid4().hex[:8]
+def write_config(
+    root: Path, bootstrap: str, partitions: int, worker: dict[str, Any], run: str = ""
+) -> Path:
+    """A config with topics of this run's own, `partitions` each, every rule on (the defaults).
+
+    Configs written under other roots with the same `run` are workers of one group.
+    """
+    run = run or uuid.uuid4().hex[:8]
+    root.mkdir(parents=True, exist_ok=True)
     names = (
         "sim_events",
         "bank_events",
@@ -505,24 +513,28 @@ def _frame_name(frame: str) -> str:
 
 def run_worker(
     settings: Settings,
-    config: Path,
+    configs: list[Path],
     kafka: broker.BrokerInfo,
     events: int,
     profile_seconds: int,
     profile_out: Path | None,
 ) -> dict[str, Any]:
-    worker = Worker(config, settings)
+    """Run the workers of `configs` (one group) until they have screened everything."""
+    workers = [Worker(config, settings) for config in configs]
+    worker = workers[0]
     offsets = Offsets(kafka.bootstrap)
     profile: dict[str, Any] = {}
     try:
         broker_cpu = cpu_seconds(kafka.pid)
-        worker.start()
+        for each in workers:
+            each.start()
         assert worker.process is not None
         if profile_seconds:
-            profile = profile_worker(worker, profile_seconds, profile_out, config.parent)
+            profile = profile_worker(worker, profile_seconds, profile_out, configs[0].parent)
         wait_screened(worker, offsets, timeout=600 + events / 200)
-        final = worker.metrics()
-        worker_cpu = cpu_seconds(worker.process.pid)
+        finals = [each.metrics() for each in workers]
+        final = {name: sum(f.get(name, 0.0) for f in finals) for name in finals[0]}
+        worker_cpu = sum(cpu_seconds(each.process.pid) for each in workers if each.process)
         broker_cpu = cpu_seconds(kafka.pid) - broker_cpu
         topics = settings.topics
         changelogs = {f"{table}-changelog": changelog_topic(settings, table) for table in TABLES}
@@ -539,7 +551,8 @@ def run_worker(
         last = max(stamp for stamp in lasts if stamp is not None)
         received = offsets.alert_ids(topics.alerts)
     finally:
-        worker.stop()
+        for each in workers:
+            each.stop()
         offsets.close()
     assert first is not None
     return {
@@ -547,8 +560,9 @@ def run_worker(
         "cpu_seconds": round(worker_cpu, 1),
         "broker_cpu_seconds": round(broker_cpu, 1),
         "records_written": written_records,
-        "rebalances": worker.log.read_text(errors="replace").count(
-            "Executing _on_partitions_assigned"
+        "rebalances": sum(
+            each.log.read_text(errors="replace").count("Executing _on_partitions_assigned")
+            for each in workers
         ),
         "seconds": round(last - first, 2),
         "events_read": int(final.get("duanka_events_total", 0)),
@@ -588,6 +602,9 @@ def main() -> int:
         "--no-check", action="store_true", help="skip comparing the alerts with replay's"
     )
     parser.add_argument("--label", default="", help="a note stored with the figures")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="workers in one group, each its own process"
+    )
     add_worker_option(parser, "tick_ms=100")
     args = parser.parse_args()
 
@@ -595,7 +612,13 @@ def main() -> int:
         root = Path(tmp)
         with own_broker(root) as kafka:
             bootstrap = kafka.bootstrap
-            config = write_config(root, bootstrap, args.partitions, worker_options(args.worker))
+            options = worker_options(args.worker)
+            config = write_config(root, bootstrap, args.partitions, options)
+            run = load_settings(config, environ={}).worker.app_id.removeprefix("duanka-bench-")
+            configs = [config] + [
+                write_config(root / f"worker-{n}", bootstrap, args.partitions, options, run)
+                for n in range(2, args.workers + 1)
+            ]
             settings = load_settings(config, environ={})
             ensure_topics(settings)
             started = time.perf_counter()
@@ -620,7 +643,7 @@ def main() -> int:
                 print(f"replay predicts {len(expected)} alerts")
 
             print("worker: starting")
-            result = run_worker(settings, config, kafka, count, args.profile, args.profile_out)
+            result = run_worker(settings, configs, kafka, count, args.profile, args.profile_out)
 
     bare_rate = bare_count / bare_seconds
     worker_rate = count / result["seconds"]
@@ -630,6 +653,7 @@ def main() -> int:
         "label": args.label,
         "events": count,
         "partitions": args.partitions,
+        "workers": args.workers,
         "worker_options": worker_options(args.worker),
         "prefill": "aiokafka producer, acks=all, 1 MiB batches, 50 ms linger",
         "prefill_events_per_second": round(sent / fill_seconds),
@@ -660,7 +684,9 @@ def main() -> int:
     if profile:
         figures["profile"] = profile
         print_profile(profile)
-    save_results("throughput", figures)
+    save_results(
+        "throughput" if args.workers == 1 else f"throughput-{args.workers}-workers", figures
+    )
     return 0
 
 
