@@ -63,7 +63,6 @@ class Engine:
     def __init__(self, settings: RuleSettings, clock: Clock = utc_now) -> None:
         self.settings = settings
         self.clock = clock
-        self._last: tuple[PseudonymousEvent, float, str] | None = None
         candidates: list[tuple[RuleConfig, IdentityRule]] = [
             (settings.sim_churn, SimChurn(settings.sim_churn)),
             (
@@ -109,14 +108,10 @@ class Engine:
             AgentFlagRate(settings.agent_flag_rate) if settings.agent_flag_rate.enabled else None
         )
 
-    def _stamp(self, event: PseudonymousEvent) -> tuple[float, str]:
-        """The event's time as a number and as text, worked out once per event."""
-        last = self._last
-        if last is not None and last[0] is event:
-            return last[1], last[2]
-        ts, iso = event.occurred_at.timestamp(), event.occurred_at.isoformat()
-        self._last = (event, ts, iso)
-        return ts, iso
+    @staticmethod
+    def _stamp(event: PseudonymousEvent) -> tuple[float, str]:
+        """The event's time as a number and as text (each worked out once per event)."""
+        return event.epoch(), event.iso()
 
     # -- identities
 

@@ -49,7 +49,7 @@ class Mark:
             intern(event.source),
             event.event_id,
             intern(event.event_type),
-            iso or event.occurred_at.isoformat(),
+            iso or event.iso(),
             intern(event.outlet_province),
             event.is_nonlocal,
         )
@@ -196,7 +196,7 @@ class Opening:
             intern(event.source),
             event.event_id,
             intern(event.event_type),
-            iso or event.occurred_at.isoformat(),
+            iso or event.iso(),
             event.subject_key,
             event.is_nonlocal,
             event.id_prefecture,

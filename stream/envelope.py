@@ -37,7 +37,7 @@ KINDS = ("identity", "outlet", "agent")
 
 def event_order(event: PseudonymousEvent) -> Key:
     """Where an event goes in event-time order: its time, then (source, event_id)."""
-    return (event.occurred_at.timestamp(), event.source, event.event_id)
+    return (event.epoch(), event.source, event.event_id)
 
 
 @dataclass(slots=True)
