@@ -20,6 +20,9 @@ time its newest piece of evidence (the event that completed the pattern) was
 handed to the producer; both on this machine's clock. The table shows p50,
 p99 and max per rate, how many alerts arrived of those expected, and whether
 the worker kept up: how far behind it was when the last event was sent.
+Beside them, the worker's own share, from its `duanka_alert_latency_seconds`
+histogram (from reading the event to Kafka acknowledging the alert; known
+to a bucket, so "at most"), and the CPU cores it used while events were sent.
 
 Prints a table and writes bench/results/latency.json.
 """
@@ -28,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,7 @@ from aiokafka.structs import TopicPartition as AioTP
 from benchkit import add_worker_option, machine, save_results
 from throughput import (
     Worker,
+    cpu_seconds,
     expected_alerts,
     keyed_lines,
     own_broker,
@@ -174,7 +180,10 @@ async def stream_and_listen(
         alerts = settings.topics.alerts
         consumer.assign([AioTP(alerts, p) for p in range(settings.topics.partitions)])
         listener = asyncio.create_task(times.listen(consumer))
+        assert worker.process is not None
+        cpu_before = cpu_seconds(worker.process.pid)
         sending_s = await send_steadily(producer, records, rate, times)
+        worker_cores = (cpu_seconds(worker.process.pid) - cpu_before) / sending_s
         read = await asyncio.to_thread(worker.metrics)
         behind_at_end = len(records) - int(read.get("duanka_events_total", 0))
         deadline = time.monotonic() + settle_s
@@ -182,10 +191,13 @@ async def stream_and_listen(
             worker.check_alive()
             await asyncio.sleep(0.2)
         listener.cancel()
+        inside = await asyncio.to_thread(worker_latency, worker)
     finally:
         await producer.stop()
         await consumer.stop()
     return {
+        "worker_cores_while_sending": round(worker_cores, 2),
+        **inside,
         "events_sent": len(records),
         "sending_seconds": round(sending_s, 1),
         "sent_per_second": round(len(records) / sending_s),
@@ -195,6 +207,31 @@ async def stream_and_listen(
         "alerts_unexpected": len(times.received.keys() - expected),
         "latencies": times.latencies,
     }
+
+
+def worker_latency(worker: Worker) -> dict[str, float | None]:
+    """The worker's own share: its alert latency histogram (read to alert acknowledged).
+
+    A quantile of a histogram is known only to its bucket: this gives the
+    bucket's upper bound, so "at most".
+    """
+    url = f"http://127.0.0.1:{worker.settings.worker.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    buckets: dict[float, float] = {}
+    pattern = r'^duanka_alert_latency_seconds_bucket\{(?=[^}]*le="([^"]+)")[^}]*\} ([0-9.e+]+)$'
+    for match in re.finditer(pattern, text, re.MULTILINE):
+        bound = float(match.group(1))
+        buckets[bound] = buckets.get(bound, 0.0) + float(match.group(2))
+    total = buckets.get(float("inf"), 0.0)
+
+    def at_most_ms(q: float) -> float | None:
+        if not total:
+            return None
+        bound = next(b for b in sorted(buckets) if buckets[b] >= q * total)
+        return None if bound == float("inf") else bound * 1000
+
+    return {"worker_p50_ms_at_most": at_most_ms(0.5), "worker_p99_ms_at_most": at_most_ms(0.99)}
 
 
 def percentiles_ms(latencies: list[float]) -> dict[str, float | None]:
@@ -278,6 +315,9 @@ def main() -> int:
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),
         ("max_ms", "max ms"),
+        ("worker_p50_ms_at_most", "worker p50 ≤"),
+        ("worker_p99_ms_at_most", "worker p99 ≤"),
+        ("worker_cores_while_sending", "worker cores"),
     )
     print()
     print("  ".join(f"{title:>13}" for _, title in columns))
