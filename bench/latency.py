@@ -61,6 +61,7 @@ from rules.config import Settings, load_settings
 from stream.topics import ensure_topics
 
 SLICE_S = 0.01  # the producer sends a slice of events every 10 ms
+SLICE_REPORT_S = 10  # latencies are also shown for each 10 s of sending
 TARGET_P99_MS = 250.0
 # a round of cases (one of each rule's, about 35 alerts) per this many events:
 # ten times as dense as the simulator's default, for enough alerts to time
@@ -109,6 +110,7 @@ class AlertTimes:
         self.sent_at: dict[tuple[str, str], float] = {}
         self.received: dict[str, float] = {}
         self.latencies: list[tuple[str, float]] = []  # (rule_id, seconds)
+        self.evidence_sent: list[float] = []  # when each timed alert's newest evidence was sent
 
     def sent(self, value: bytes) -> None:
         event = orjson.loads(value)
@@ -130,6 +132,7 @@ class AlertTimes:
         known = [stamp for stamp in evidence if stamp is not None]
         if known:
             self.latencies.append((alert["rule_id"], now - max(known)))
+            self.evidence_sent.append(max(known))
 
 
 async def send_steadily(
@@ -206,6 +209,7 @@ async def stream_and_listen(
         "alerts_received": len(expected & times.received.keys()),
         "alerts_unexpected": len(times.received.keys() - expected),
         "latencies": times.latencies,
+        "by_slice": by_slice(times, SLICE_REPORT_S),
     }
 
 
@@ -243,6 +247,24 @@ def percentiles_ms(latencies: list[float]) -> dict[str, float | None]:
         "p99_ms": round(float(np.percentile(values, 99)), 1),
         "max_ms": round(float(values.max()), 1),
     }
+
+
+def by_slice(times: AlertTimes, slice_s: float) -> list[dict[str, Any]]:
+    """p50/p99/max of the alerts whose evidence was sent in each `slice_s` of the run.
+
+    Shows whether the slow alerts come at the start (a worker warming up),
+    now and then (pauses) or throughout.
+    """
+    if not times.sent_at:
+        return []
+    start = min(times.sent_at.values())
+    slices: dict[int, list[float]] = {}
+    for (_, seconds), sent in zip(times.latencies, times.evidence_sent, strict=True):
+        slices.setdefault(int((sent - start) // slice_s), []).append(seconds)
+    return [
+        {"from_s": index * slice_s, "alerts": len(values)} | percentiles_ms(values)
+        for index, values in sorted(slices.items())
+    ]
 
 
 def by_rule(latencies: list[tuple[str, float]]) -> dict[str, dict[str, Any]]:
@@ -305,6 +327,8 @@ def main() -> int:
             root = Path(tmp)
             runs.append(run_rate(root, rate, args.seconds, args.partitions, args.seed, options))
         print(f"  {runs[-1]}", flush=True)
+        for part in runs[-1]["by_slice"]:
+            print(f"    from {part['from_s']:>3} s: {part}", flush=True)
 
     columns = (
         ("rate", "events/s"),
