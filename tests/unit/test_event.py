@@ -656,6 +656,10 @@ def test_pseudonymous_events_round_trip(event: PseudonymousEvent) -> None:
     again = pseudonymous_from_row(orjson.loads(orjson.dumps(pseudonymous_row(event))))
     assert again == event
     assert again.occurred_at.utcoffset() == event.occurred_at.utcoffset()
+    # the time's number and text, cached once per event, are the datetime's own
+    for one in (event, again):
+        assert one.epoch() == one.occurred_at.timestamp()
+        assert one.iso() == one.occurred_at.isoformat()
 
 
 @pytest.mark.parametrize("row", [None, [], {}, "x", [1] * 21, ["x"] * 20])
