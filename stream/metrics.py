@@ -144,6 +144,18 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.delay = Histogram(
+            "duanka_stage_delay_seconds",
+            "Seconds from the worker reading an input event to each point on its "
+            "way: the reader's envelopes acknowledged by Kafka (stage=reader, "
+            "point=sent), a stage receiving the envelope (point=received) and the "
+            "ordering letting it go to be screened (point=released). One "
+            "observation per envelope or release, for its oldest event.",
+            ["stage", "point"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._delays: dict[tuple[str, str], Any] = {}
         self.watch_updates = Counter(
             "duanka_watchlist_updates",
             "Valid watchlist records read, by change (set or removed).",
@@ -211,6 +223,13 @@ class WorkerMetrics:
         if child is None:
             child = self._events_in[(topic, event_type)] = self.events_in.labels(topic, event_type)
         child.inc()
+
+    def stage_delay(self, stage: str, point: str, seconds: float) -> None:
+        """How long after it was read the oldest event of an envelope or release got to `point`."""
+        child = self._delays.get((stage, point))
+        if child is None:
+            child = self._delays[(stage, point)] = self.delay.labels(stage, point)
+        child.observe(max(0.0, seconds))  # the clocks of two workers may disagree a little
 
     def reject(self, topic: str, field: str) -> None:
         self.rejected.labels(topic, rejected_field(field)).inc()

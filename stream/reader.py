@@ -261,7 +261,7 @@ class InputReader:
             ):
                 for partition, value in box.envelopes(marks, now):
                     futures.append(await sender.send(topic, value, partition=partition))
-            self.pending_since = None
+            first_read, self.pending_since = self.pending_since, None
             offsets = {tp: self.positions[tp] for tp in self.uncommitted}
             self.uncommitted = set()
             try:
@@ -269,6 +269,8 @@ class InputReader:
             except Exception as error:
                 await self.w.fail("the input reader could not send what it read", error)
                 return
+            if first_read is not None:
+                self.w.metrics.stage_delay("reader", "sent", time.monotonic() - first_read)
             self.sent_offsets.update(offsets)
             if commit or now - self.committed_at >= self.commit_s:
                 offsets, self.sent_offsets = self.sent_offsets, {}

@@ -103,6 +103,7 @@ class Stage(Generic[S]):
             async with self.screening:
                 self.part(message.partition)[0].skip(message.offset)
             return
+        self.note_delay("received", envelope.items)
         async with self.screening:
             part, _ = self.part(message.partition)
             part.receive(envelope, message.offset)
@@ -127,8 +128,20 @@ class Stage(Generic[S]):
         return entry
 
     async def screen_released(self, part: Part[S]) -> None:
-        for item in part.release(self.ends, self.before.get(part, 0)):
+        released = part.release(self.ends, self.before.get(part, 0))
+        self.note_delay("released", released)
+        for item in released:
             await self.screen(part, item)
+
+    def note_delay(self, point: str, items: list[Item]) -> None:
+        """The oldest event among `items` (by when it was read) reached `point` now."""
+        arrived = [
+            item.arrived
+            for item in items
+            if not isinstance(item, WatchItem) and item.arrived is not None
+        ]
+        if arrived:
+            self.w.metrics.stage_delay(self.kind, point, time.time() - min(arrived))
 
     async def screen(self, part: Part[S], item: Item) -> None:
         raise NotImplementedError

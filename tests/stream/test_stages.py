@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -245,6 +246,36 @@ async def test_an_event_waits_for_every_origin_then_alerts_in_event_time_order()
     alerts = [orjson.loads(v) for v in wiring.sender.values("police.alerts")]
     assert [a["evidence"][0]["event_id"] for a in alerts] == [early.event_id, late.event_id]
     assert wiring.next_read() == 0  # nothing is committed before a flush
+
+
+def delays(wiring: FakeWiring, point: str) -> tuple[float | None, float | None]:
+    """(count, sum) of the identity stage's delay histogram at `point`."""
+    registry, labels = wiring.metrics.registry, {"stage": "identity", "point": point}
+    return (
+        registry.get_sample_value("duanka_stage_delay_seconds_count", labels),
+        registry.get_sample_value("duanka_stage_delay_seconds_sum", labels),
+    )
+
+
+@async_test
+async def test_the_delay_to_each_point_is_that_of_the_oldest_event_read() -> None:
+    wiring = FakeWiring()
+    stage = identity_stage(wiring)
+    now = time.time()
+    events = [ev(T0 + DAY, id=BEIJING[0]), ev(T0 + 2 * DAY, id=BEIJING[1])]
+    items: list[Any] = [
+        EventItem("sims/0", events[0], now - 30),
+        EventItem("sims/0", events[1], now - 10),
+    ]
+    envelope = Envelope("identity", items, {"sims/0": Mark(event_order(events[1]), 0)})
+    await stage.take(Message(encode_envelope(envelope), offset=1))
+    count, seconds = delays(wiring, "received")
+    assert count == 1 and seconds is not None and 30 <= seconds < 40  # one per envelope, oldest
+    assert delays(wiring, "released") == (None, None)  # banks/0 has not reported: none released
+    await stage.take(Message(BANKS_QUIET, offset=2))
+    await settle(stage, "banks/0")
+    count, seconds = delays(wiring, "released")
+    assert count == 1 and seconds is not None and 30 <= seconds < 40
 
 
 @async_test

@@ -163,6 +163,23 @@ def test_latency_is_observed_per_alert_and_never_negative(alert: Alert) -> None:
     assert first == 1
 
 
+def test_stage_delays_are_observed_per_stage_and_point_and_never_negative() -> None:
+    metrics = WorkerMetrics()
+    metrics.stage_delay("identity", "received", 0.2)
+    metrics.stage_delay("identity", "received", -1.0)  # two workers' clocks a little apart
+    metrics.stage_delay("reader", "sent", 0.05)
+    registry = metrics.registry
+
+    def sample(name: str, stage: str, point: str) -> float | None:
+        labels = {"stage": stage, "point": point}
+        return registry.get_sample_value(f"duanka_stage_delay_seconds_{name}", labels)
+
+    assert sample("count", "identity", "received") == 2
+    assert sample("sum", "identity", "received") == 0.2
+    assert sample("count", "reader", "sent") == 1
+    assert sample("count", "identity", "released") is None
+
+
 def exported_names() -> set[str]:
     """The names the worker's metrics go by in PromQL (counters with `_total`)."""
     return {
