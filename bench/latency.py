@@ -22,7 +22,10 @@ p99 and max per rate, how many alerts arrived of those expected, and whether
 the worker kept up: how far behind it was when the last event was sent.
 Beside them, the worker's own share, from its `duanka_alert_latency_seconds`
 histogram (from reading the event to Kafka acknowledging the alert; known
-to a bucket, so "at most"), and the CPU cores it used while events were sent.
+to a bucket, so "at most"), the same for each hop on the way
+(`duanka_stage_delay_seconds`: envelopes sent, received by the identity
+stage, released by its ordering), and the CPU cores it used while events
+were sent.
 
 Prints a table and writes bench/results/latency.json.
 """
@@ -213,8 +216,12 @@ async def stream_and_listen(
     }
 
 
-def worker_latency(worker: Worker) -> dict[str, float | None]:
-    """The worker's own share: its alert latency histogram (read to alert acknowledged).
+# the hops of duanka_stage_delay_seconds shown, in the order an event passes them
+HOPS = (("reader", "sent"), ("identity", "received"), ("identity", "released"))
+
+
+def worker_latency(worker: Worker) -> dict[str, Any]:
+    """The worker's own share, from its histograms: alert latency, and the delay at each hop.
 
     A quantile of a histogram is known only to its bucket: this gives the
     bucket's upper bound, so "at most".
@@ -222,20 +229,37 @@ def worker_latency(worker: Worker) -> dict[str, float | None]:
     url = f"http://127.0.0.1:{worker.settings.worker.web_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
+    alert = at_most_ms(text, "duanka_alert_latency_seconds", {})
+    hops = {
+        f"{stage} {point}": at_most_ms(
+            text, "duanka_stage_delay_seconds", {"stage": stage, "point": point}
+        )
+        for stage, point in HOPS
+    }
+    return {
+        "worker_p50_ms_at_most": alert[0],
+        "worker_p99_ms_at_most": alert[1],
+        "worker_hops_p50_p99_ms_at_most": hops,
+    }
+
+
+def at_most_ms(text: str, family: str, labels: dict[str, str]) -> tuple[float | None, float | None]:
+    """(p50, p99) of a histogram in Prometheus text, summed over the series with `labels`."""
     buckets: dict[float, float] = {}
-    pattern = r'^duanka_alert_latency_seconds_bucket\{(?=[^}]*le="([^"]+)")[^}]*\} ([0-9.e+]+)$'
-    for match in re.finditer(pattern, text, re.MULTILINE):
-        bound = float(match.group(1))
-        buckets[bound] = buckets.get(bound, 0.0) + float(match.group(2))
+    for match in re.finditer(rf"^{family}_bucket\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M):
+        series = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if all(series.get(name) == value for name, value in labels.items()):
+            bound = float(series["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + float(match.group(2))
     total = buckets.get(float("inf"), 0.0)
 
-    def at_most_ms(q: float) -> float | None:
+    def quantile(q: float) -> float | None:
         if not total:
             return None
         bound = next(b for b in sorted(buckets) if buckets[b] >= q * total)
         return None if bound == float("inf") else bound * 1000
 
-    return {"worker_p50_ms_at_most": at_most_ms(0.5), "worker_p99_ms_at_most": at_most_ms(0.99)}
+    return quantile(0.5), quantile(0.99)
 
 
 def percentiles_ms(latencies: list[float]) -> dict[str, float | None]:
@@ -327,6 +351,8 @@ def main() -> int:
             root = Path(tmp)
             runs.append(run_rate(root, rate, args.seconds, args.partitions, args.seed, options))
         print(f"  {runs[-1]}", flush=True)
+        for hop, (p50, p99) in runs[-1]["worker_hops_p50_p99_ms_at_most"].items():
+            print(f"    read to {hop:<18}: p50 <= {p50} ms, p99 <= {p99} ms", flush=True)
         for part in runs[-1]["by_slice"]:
             print(f"    from {part['from_s']:>3} s: {part}", flush=True)
 
