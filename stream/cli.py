@@ -20,7 +20,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 # caches, held events) and make and drop many more per second; with CPython's
 # defaults (700, 10, 10) the full collections over them took a quarter of the
 # worker's CPU and of replay's time (docs/performance.md). Little of what they
-# make forms cycles, so collecting more seldom costs no memory.
+# make forms cycles: replay's peak memory was the same with these.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
