@@ -21,6 +21,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -52,6 +53,7 @@ CHROMIUM_FLAGS = (
 )
 WAIT_S = 60.0
 WORKER_START_S = 120.0
+STALE_RETRIES = 3  # the page replaces a counter's node when it re-renders
 
 
 def valid_id(first17: str) -> str:
@@ -183,6 +185,12 @@ def chip_count(driver: WebDriver, attribute: str, value: str) -> str:
 
 
 def text_of(driver: WebDriver, element_id: str) -> str:
+    """The element's text; found again if the page re-rendered it between finding and reading."""
+    for _ in range(STALE_RETRIES):
+        try:
+            return str(driver.find_element(By.ID, element_id).text)
+        except StaleElementReferenceException:
+            continue
     return str(driver.find_element(By.ID, element_id).text)
 
 
