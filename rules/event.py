@@ -309,17 +309,21 @@ def _quote(value: str) -> str:
 
 
 def _occurred_at(obj: dict[str, Any]) -> datetime:
-    text = _required(obj, "occurred_at")
+    return parse_time(_required(obj, "occurred_at"), "occurred_at")
+
+
+def parse_time(text: str, field: str) -> datetime:
+    """An RFC 3339 time with an offset, from 1970 to 2099 UTC; InvalidEvent(field, ...) if not."""
     if not _RFC3339.fullmatch(text):
-        raise InvalidEvent("occurred_at", "not an RFC 3339 time with offset")
+        raise InvalidEvent(field, "not an RFC 3339 time with offset")
     try:
         when = datetime.fromisoformat(text.upper())
     except ValueError:
-        raise InvalidEvent("occurred_at", "impossible date") from None
+        raise InvalidEvent(field, "impossible date") from None
     # The year test alone settles all but the edge years, and is much cheaper
     # than comparing datetimes in different time zones.
     if not 1971 <= when.year <= 2098 and not EARLIEST_TIME <= when < LATEST_TIME:
-        raise InvalidEvent("occurred_at", "out of range (must be from 1970 to 2099 UTC)")
+        raise InvalidEvent(field, "out of range (must be from 1970 to 2099 UTC)")
     return when
 
 
