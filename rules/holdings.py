@@ -32,6 +32,7 @@ import orjson
 from rules.errors import InvalidRecord
 from rules.event import ID_TYPES, parse_time
 from rules.idnumber import id_number_problem, normalise_id_number
+from rules.lines import json_lines
 
 HOLDING_SCHEMA = "duanka.holding/1"
 SIM_KINDS = ("personal", "iot")
@@ -40,7 +41,6 @@ KEY_SEPARATOR = "\x1f"  # between source and id number in the topic's key
 MAX_HOLDING_BYTES = 64 * 1024
 MAX_COUNT = 1_000_000  # more cards or accounts than this at one source is a typo
 CSV_COLUMNS = ("source", "id_type", "id_number", "as_of", "kind", "class", "count")
-_BOM = b"\xef\xbb\xbf"
 
 
 class InvalidHolding(InvalidRecord):
@@ -175,13 +175,8 @@ def read_holdings(path: Path) -> Iterator[HoldingLine]:
     if path.suffix.lower() == ".csv":
         yield from _read_csv(path)
         return
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            raw = line.rstrip(b"\r\n")
-            if number == 1:
-                raw = raw.removeprefix(_BOM)  # as Windows tools write UTF-8
-            if raw.strip():
-                yield _line(number, raw, lambda raw=raw: parse_holding(raw))
+    for number, raw in json_lines(path):
+        yield _line(number, raw, lambda raw=raw: parse_holding(raw))
 
 
 def _read_csv(path: Path) -> Iterator[HoldingLine]:

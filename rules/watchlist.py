@@ -25,12 +25,12 @@ from rules.idnumber import (
     id_number_problem,
     normalise_id_number,
 )
+from rules.lines import json_lines
 from rules.state import WatchEntry
 
 WATCH_SCHEMA = "duanka.watch/1"
 SCOPES = frozenset({"telecom", "bank", "all"})
 MAX_WATCH_BYTES = 64 * 1024
-BOM = b"\xef\xbb\xbf"
 _EXTRA = "(fields beyond the header)"  # DictReader's key for them
 
 
@@ -147,13 +147,8 @@ def read_watchlist(path: Path) -> Iterator[WatchLine]:
     if path.suffix.lower() == ".csv":
         yield from _read_csv(path)
         return
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            raw = line.rstrip(b"\r\n")
-            if number == 1:
-                raw = raw.removeprefix(BOM)  # as Windows tools write UTF-8
-            if raw.strip():
-                yield _line(number, raw, lambda raw=raw: parse_watch(raw))
+    for number, raw in json_lines(path):
+        yield _line(number, raw, lambda raw=raw: parse_watch(raw))
 
 
 def _read_csv(path: Path) -> Iterator[WatchLine]:
