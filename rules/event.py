@@ -30,6 +30,7 @@ CHANNELS = frozenset({"counter", "online", "dealer"})
 VERIFICATIONS = frozenset({"in_person", "remote_face", "none"})
 SIM_KINDS = frozenset({"personal", "iot"})
 ACCOUNT_KINDS = frozenset({"personal", "corporate", "payment"})
+ACCOUNT_CLASSES = frozenset({"I", "II", "III"})
 DELIVERY_METHODS = frozenset({"pickup", "mail"})
 OPENING_TYPES = frozenset({"sim.activate", "bank.open"})
 
@@ -86,6 +87,8 @@ class Event:
     account_kind: str | None = None
     device_id: str | None = None
     contact_phone: str | None = None
+    account_class: str | None = None  # I, II or III; None: unknown
+    check_id: str | None = None  # the pre-opening check this opening followed
 
     @property
     def id_province(self) -> str | None:
@@ -149,6 +152,8 @@ class PseudonymousEvent:
     contact_key: str | None = None
     device_masked: str | None = None
     contact_masked: str | None = None
+    account_class: str | None = None
+    check_id: str | None = None
     # `occurred_at` as seconds since the epoch and as ISO 8601 text, each
     # worked out once (a datetime with an offset takes 1-3 us for either)
     _epoch: float | None = field(default=None, init=False, compare=False, repr=False)
@@ -226,6 +231,10 @@ def _event_from(obj: dict[str, Any]) -> Event:
     delivery = _delivery(obj.get("delivery"))
     account_id = _optional(obj, "account_id") if is_sim else _required(obj, "account_id")
     account_kind = _enum_if(obj, "account_kind", ACCOUNT_KINDS, event_type == "bank.open")
+    account_class = _enum_if(obj, "account_class", ACCOUNT_CLASSES, False)
+    check_id = _optional(obj, "check_id")
+    device_id = _optional(obj, "device_id")
+    contact_phone = _optional(obj, "contact_phone")
     return Event(
         event_id,
         event_type,
@@ -243,8 +252,10 @@ def _event_from(obj: dict[str, Any]) -> Event:
         delivery,
         account_id,
         account_kind,
-        _optional(obj, "device_id"),
-        _optional(obj, "contact_phone"),
+        device_id,
+        contact_phone,
+        account_class,
+        check_id,
     )
 
 
@@ -386,6 +397,8 @@ def _event_object(event: Event) -> dict[str, object]:
         "account_kind": event.account_kind,
         "device_id": event.device_id,
         "contact_phone": event.contact_phone,
+        "account_class": event.account_class,
+        "check_id": event.check_id,
     }
     return _without_none(obj)
 
@@ -436,6 +449,8 @@ def pseudonymise(event: Event, pseudonymizer: Pseudonymizer) -> PseudonymousEven
         token("phone", event.contact_phone),
         None if event.device_id is None else mask_id(event.device_id),
         None if event.contact_phone is None else mask_id(event.contact_phone),
+        event.account_class,
+        event.check_id,
     )
 
 
@@ -466,6 +481,8 @@ def pseudonymous_row(event: PseudonymousEvent) -> list[object]:
         event.contact_key,
         event.device_masked,
         event.contact_masked,
+        event.account_class,
+        event.check_id,
     ]
 
 
@@ -503,6 +520,8 @@ def pseudonymous_from_row(row: object) -> PseudonymousEvent:
             _opt(row[20]),
             _opt(row[21]),
             _opt(row[22]),
+            _opt(row[23]),
+            _opt(row[24]),
         )
     except (ValueError, TypeError, IndexError):
         raise InvalidEvent("record", "not a pseudonymous event row") from None
@@ -510,7 +529,7 @@ def pseudonymous_from_row(row: object) -> PseudonymousEvent:
     return event
 
 
-_ROW_LENGTH = 23
+_ROW_LENGTH = 25
 
 
 def _delivery_back(row: object) -> Delivery:

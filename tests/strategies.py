@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from rules.alert import SEVERITIES, SUBJECT_KINDS, Alert, Evidence, Subject
 from rules.event import (
+    ACCOUNT_CLASSES,
     ACCOUNT_KINDS,
     CHANNELS,
     SIM_KINDS,
@@ -147,6 +148,8 @@ def valid_events(draw: st.DrawFn) -> Event:
         account_kind=draw(_enum(ACCOUNT_KINDS, required=event_type == "bank.open")),
         device_id=draw(optional(texts)),
         contact_phone=draw(optional(texts)),
+        account_class=draw(_enum(ACCOUNT_CLASSES, required=False)),
+        check_id=draw(optional(texts)),
     )
 
 

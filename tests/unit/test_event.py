@@ -49,6 +49,8 @@ STRING_FIELDS = (
     "sim_kind",
     "account_id",
     "account_kind",
+    "account_class",
+    "check_id",
     "device_id",
     "contact_phone",
 )
@@ -421,6 +423,28 @@ def test_bank_close_needs_account_id_only() -> None:
         "account_id",
         "missing",
     )
+
+
+def test_account_class_is_optional_and_one_of_three() -> None:
+    assert parse_event(encode(bank_event())).account_class is None
+    assert parse_event(encode(bank_event(account_class="I"))).account_class == "I"
+    closed = parse_event(encode(bank_event(event_type="bank.close", account_class="III")))
+    assert closed.account_class == "III"
+    assert rejection(bank_event(account_class="IV")) == (
+        "account_class",
+        "unknown value 'IV' (expected one of: I, II, III)",
+    )
+    assert rejection(bank_event(account_class="i"))[0] == "account_class"
+    assert rejection(bank_event(account_class=1)) == ("account_class", "must be a string")
+
+
+def test_check_id_is_kept() -> None:
+    assert parse_event(encode(make_event())).check_id is None
+    event = parse_event(encode(make_event(check_id="CMCC-GS-chk-000981")))
+    assert event.check_id == "CMCC-GS-chk-000981"
+    again = pseudonymise(event, PSEUDONYMIZER)
+    assert again.check_id == "CMCC-GS-chk-000981"
+    assert encode_event(event).count(b'"check_id":"CMCC-GS-chk-000981"') == 1
 
 
 def test_bank_events_may_carry_a_msisdn() -> None:
