@@ -32,6 +32,8 @@ class Topics:
     watchlist: str = "screening.watchlist"
     alerts: str = "police.alerts"
     deadletter: str = "screening.deadletter"
+    holdings: str = "screening.holdings"
+    decisions: str = "screening.decisions"
     identity_events: str = "duanka.identity-events"
     outlet_events: str = "duanka.outlet-events"
     agent_signals: str = "duanka.agent-signals"
@@ -41,6 +43,11 @@ class Topics:
     @property
     def inputs(self) -> tuple[str, str]:
         return (self.sim_events, self.bank_events)
+
+    @property
+    def compacted(self) -> frozenset[str]:
+        """The topics that keep the latest record per key (lists and snapshots)."""
+        return frozenset({self.watchlist, self.holdings})
 
     def names(self) -> dict[str, str]:
         """Every topic name by its config key."""
@@ -70,6 +77,27 @@ class WorkerSettings:
     cache_keys: int = 10000
     # how long a record may wait for Kafka before the worker gives up and stops
     delivery_timeout_ms: int = 120000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSettings:
+    """The pre-opening check (`POST /v1/check`, CHECK.md)."""
+
+    # how long the check waits for the identity's state to include every
+    # event already read for it before it answers with "stale": true
+    max_wait_ms: int = 50
+    # how long an allow or review holds the opening's slot in the limits
+    reservation_ttl: str = "15m"
+    # how long a check_id's first decision is given again to a repeated request
+    remember: str = "24h"
+
+    @property
+    def reservation_ttl_s(self) -> int:
+        return parse_duration(self.reservation_ttl)
+
+    @property
+    def remember_s(self) -> int:
+        return parse_duration(self.remember)
 
 
 PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
@@ -251,6 +279,7 @@ class Settings:
     pseudonym_key: str = ""
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
+    check: CheckSettings = field(default_factory=CheckSettings)
 
 
 def default_config_path() -> Path | None:
@@ -290,7 +319,7 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
 
 def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -> Settings:
     """Build Settings from a parsed config document, naming the key of any error."""
-    _reject_unknown(document, {"kafka", "topics", "pseudonym", "worker", "rules"}, origin)
+    _reject_unknown(document, {"kafka", "topics", "pseudonym", "worker", "rules", "check"}, origin)
     kafka = _section(document, "kafka", origin)
     _reject_unknown(kafka, {"bootstrap", "security"}, f"{origin}: kafka")
     pseudonym = _section(document, "pseudonym", origin)
@@ -304,7 +333,22 @@ def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -
         pseudonym_key=_typed(pseudonym, "key", str, "", f"{origin}: pseudonym") or "",
         worker=_build(WorkerSettings, _section(document, "worker", origin), f"{origin}: worker"),
         rules=_rule_settings(rules, f"{origin}: rules"),
+        check=_check(_section(document, "check", origin), f"{origin}: check"),
     )
+
+
+def _check(section: Mapping[str, Any], where: str) -> CheckSettings:
+    built: CheckSettings = _build(CheckSettings, section, where)
+    if built.max_wait_ms < 0:
+        raise ConfigError(f"{where}.max_wait_ms must not be negative")
+    for name in ("reservation_ttl", "remember"):
+        try:
+            seconds = parse_duration(getattr(built, name))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{name}: {exc}") from exc
+        if seconds < 1:
+            raise ConfigError(f"{where}.{name} must be at least 1s")
+    return built
 
 
 def _security(section: Mapping[str, Any], origin: str) -> KafkaSecurity:

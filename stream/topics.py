@@ -53,13 +53,13 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic duanka reads or writes; the watchlist and changelogs are compacted."""
+    """Every topic duanka reads or writes; the watchlist, holdings and changelogs are compacted."""
     topics = settings.topics
     compact = (("cleanup.policy", "compact"),)
     specs = []
     internal = {topics.identity_events, topics.outlet_events, topics.agent_signals}
-    for key, name in topics.names().items():
-        configs = compact if key == "watchlist" else ()
+    for name in topics.names().values():
+        configs = compact if name in topics.compacted else ()
         specs.append(
             TopicSpec(name, topics.partitions, topics.replication_factor, configs, name in internal)
         )

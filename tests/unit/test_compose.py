@@ -230,12 +230,12 @@ def test_topics_creates_exactly_the_configured_topics(
         assert '--replication-factor "$$REPLICATION_FACTOR"' in line, topic
 
 
-def test_topics_compacts_the_watchlist_and_nothing_else(
+def test_topics_compacts_the_watchlist_and_holdings_and_nothing_else(
     services: dict[str, Any], config: dict[str, Any]
 ) -> None:
     created = created_topics(services)
     compacted = {topic for topic, line in created.items() if "cleanup.policy=compact" in line}
-    assert compacted == {config["topics"]["watchlist"]}
+    assert compacted == {config["topics"]["watchlist"], config["topics"]["holdings"]}
 
 
 def test_topic_partitions_default_to_the_config(

@@ -107,10 +107,29 @@ def test_topic_names_cover_every_topic() -> None:
         "watchlist": "screening.watchlist",
         "alerts": "police.alerts",
         "deadletter": "screening.deadletter",
+        "holdings": "screening.holdings",
+        "decisions": "screening.decisions",
         "identity_events": "duanka.identity-events",
         "outlet_events": "duanka.outlet-events",
         "agent_signals": "duanka.agent-signals",
     }
+
+
+def test_check_settings_from_the_file(tmp_path: Path) -> None:
+    assert Settings().check.reservation_ttl_s == 900
+    path = tmp_path / "c.yaml"
+    path.write_text("check: {max_wait_ms: 20, reservation_ttl: 5m, remember: 2h}\n")
+    check = load_settings(path, environ={}).check
+    assert (check.max_wait_ms, check.reservation_ttl_s, check.remember_s) == (20, 300, 7200)
+    path.write_text("check: {reservation_ttl: soon}\n")
+    with pytest.raises(ConfigError, match=r"check\.reservation_ttl: 'soon' is not a duration"):
+        load_settings(path, environ={})
+    path.write_text("check: {max_wait_ms: -1}\n")
+    with pytest.raises(ConfigError, match=r"check\.max_wait_ms must not be negative"):
+        load_settings(path, environ={})
+    path.write_text("check: {deadline: 1}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(path, environ={})
 
 
 def test_kafka_security_from_the_file_and_the_environment(tmp_path: Path) -> None:
