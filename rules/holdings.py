@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -170,13 +171,16 @@ class HoldingLine:
     raw: bytes
 
 
-def read_holdings(path: Path) -> Iterator[HoldingLine]:
+def read_holdings(path: Path) -> Generator[HoldingLine, None, None]:
     """The records of a JSON-lines or CSV (by the .csv suffix) snapshot file."""
     if path.suffix.lower() == ".csv":
         yield from _read_csv(path)
         return
-    for number, raw in json_lines(path):
-        yield _line(number, raw, lambda raw=raw: parse_holding(raw))
+    # closed with this reader when its user stops early: a compiled generator does
+    # not close the one it loops over, and the file would stay open until collected
+    with closing(json_lines(path)) as lines:
+        for number, raw in lines:
+            yield _line(number, raw, lambda raw=raw: parse_holding(raw))
 
 
 def _read_csv(path: Path) -> Iterator[HoldingLine]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -188,3 +190,21 @@ def test_a_csv_file_with_another_header_is_refused_as_a_whole(tmp_path: Path) ->
     lines = list(read_holdings(path))
     assert len(lines) == 1
     assert lines[0].error is not None and "header" in lines[0].error.reason
+
+
+def test_a_reader_stopped_early_closes_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "holdings.jsonl"
+    path.write_bytes(orjson.dumps(EXAMPLE) + b"\n" + orjson.dumps(EXAMPLE) + b"\n")
+    lines = read_holdings(path)
+    next(lines)
+    lines.close()  # as `with closing(read_holdings(path))` does when its user stops
+    assert str(path) not in open_files()
+
+
+def open_files() -> list[str]:
+    """The files this process has open (Linux)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, gone
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return names
