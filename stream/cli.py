@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(commands)
     _add_evaluate(commands)
     _add_watchlist(commands)
+    _add_holdings(commands)
     _add_report(commands)
     for command in commands.choices.values():
         # `duanka replay --config F` works as well as `duanka --config F replay`
@@ -443,6 +444,27 @@ def _watchlist(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "load":
         return load_file(args.file, settings)
     return remove_entry(args.id_number, settings)
+
+
+def _add_holdings(commands: Commands) -> None:
+    holdings = commands.add_parser(
+        "holdings",
+        help="publish carriers' and banks' inventory snapshots to their compacted topic",
+    )
+    actions = holdings.add_subparsers(dest="action", required=True, metavar="ACTION")
+    load = actions.add_parser(
+        "load",
+        help="publish every snapshot of a JSON-lines or CSV file; print each rejected one",
+    )
+    load.add_argument("file", type=Path)
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    holdings.set_defaults(handler=_holdings)
+
+
+def _holdings(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.holdings import load_file
+
+    return load_file(args.file, settings, progress=not args.quiet)
 
 
 def _add_report(commands: Commands) -> None:
