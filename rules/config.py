@@ -211,6 +211,22 @@ class WatchlistSettings(RuleConfig):
 
 
 @dataclass(frozen=True, slots=True)
+class CarrierLimitSettings(RuleConfig):
+    """`sim_carrier_limit` (一证五号)."""
+
+    action: str = "block"
+    sims: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TypeOneLimitSettings(RuleConfig):
+    """`bank_type1_limit` (一人一行一个I类户)."""
+
+    action: str = "block"
+    accounts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class MultiBankSettings(WindowedRuleConfig):
     """`bank_multi_open`."""
 
@@ -269,6 +285,8 @@ class RuleSettings:
     outlet_nonlocal_surge: SurgeSettings = field(default_factory=SurgeSettings)
     gang_batch_open: GangSettings = field(default_factory=GangSettings)
     agent_flag_rate: AgentFlagSettings = field(default_factory=AgentFlagSettings)
+    sim_carrier_limit: CarrierLimitSettings = field(default_factory=CarrierLimitSettings)
+    bank_type1_limit: TypeOneLimitSettings = field(default_factory=TypeOneLimitSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +407,9 @@ def _rule(cls: type[RuleConfig], section: Mapping[str, Any], where: str) -> Rule
     for name in ("cancels", "activations", "banks", "nonlocal_openings", "identities"):
         if getattr(built, name, 1) < 1:
             raise ConfigError(f"{where}.{name} must be at least 1")
+    for name in ("sims", "accounts"):  # a limit of 0: no opening at all is allowed
+        if getattr(built, name, 0) < 0:
+            raise ConfigError(f"{where}.{name} must not be negative")
     if isinstance(built, SurgeSettings) and not 0 < built.nonlocal_share <= 1:
         raise ConfigError(f"{where}.nonlocal_share must be above 0 and at most 1")
     if isinstance(built, MailRuleSettings):

@@ -16,9 +16,12 @@ from rules.agent import AgentFlagRate
 from rules.alert import Alert, Evidence
 from rules.config import RuleConfig, RuleSettings
 from rules.event import PseudonymousEvent
+from rules.holdings import Snapshot
 from rules.identity import (
     BankMultiOpen,
+    BankTypeOneLimit,
     IdentityRule,
+    SimCarrierLimit,
     SimChurn,
     SimMailOutOfProvince,
     SimNonlocalMonthlyLimit,
@@ -32,6 +35,7 @@ from rules.state import (
     AgentSignal,
     AgentState,
     Flag,
+    Held,
     IdentityState,
     Mark,
     Opening,
@@ -41,7 +45,7 @@ from rules.state import (
 )
 
 Clock = Callable[[], datetime]
-IDENTITY_TYPES = frozenset({"sim.activate", "sim.cancel", "bank.open"})
+IDENTITY_TYPES = frozenset({"sim.activate", "sim.cancel", "bank.open", "bank.close"})
 OPENING_TYPES = frozenset({"sim.activate", "bank.open"})
 
 
@@ -80,6 +84,8 @@ class Engine:
             (settings.watchlist_hit, WatchlistHit(settings.watchlist_hit)),
             (settings.bank_multi_open, BankMultiOpen(settings.bank_multi_open)),
             (settings.two_cards_combo, TwoCardsCombo(settings.two_cards_combo)),
+            (settings.sim_carrier_limit, SimCarrierLimit(settings.sim_carrier_limit)),
+            (settings.bank_type1_limit, BankTypeOneLimit(settings.bank_type1_limit)),
         ]
         self.identity_rules = [rule for config, rule in candidates if config.enabled]
         # the enabled rules each event type triggers, in the order above
@@ -127,6 +133,9 @@ class Engine:
             return Decision(applied=False)
         ts, iso = self._stamp(event)
         state.history.add(Mark.of(event, ts, iso))
+        _hold(state, event, ts)
+        if event.check_id is not None:
+            _take_over(state, event)
         decision = Decision(applied=True)
         cooldowns = state.cooldowns
         for rule in self._rules_for[event.event_type]:
@@ -139,7 +148,11 @@ class Engine:
                 identity_alert(rule.rule_id, rule.settings, event, finding, self.clock())
             )
             _cool(state.cooldowns, rule.rule_id, ts, rule.settings.cooldown_s)
-        state.history.prune(state.history.latest - self.identity_retention)
+        horizon = state.history.latest - self.identity_retention
+        state.history.prune(horizon)
+        held = state.holdings.get(event.source)
+        if held is not None:
+            held.prune(horizon)
         expire_cooldowns(state.cooldowns, state.history.latest)
         return decision
 
@@ -147,6 +160,14 @@ class Engine:
     def watch(state: IdentityState, entry: WatchEntry | None) -> None:
         """Set (or, with None, remove) an identity's watchlist entry."""
         state.watch = entry
+
+    @staticmethod
+    def hold(state: IdentityState, snapshot: Snapshot) -> None:
+        """Apply an inventory snapshot: it replaces the source's earlier one."""
+        held = state.holdings.get(snapshot.source)
+        if held is None:
+            held = state.holdings[snapshot.source] = Held()
+        held.snapshot(snapshot.as_of.timestamp(), dict(snapshot.sims + snapshot.accounts))
 
     # -- outlets
 
@@ -227,6 +248,31 @@ class Engine:
         return decision
 
 
+def _hold(state: IdentityState, event: PseudonymousEvent, ts: float) -> None:
+    """What the event changes in the identity's holdings at its source (CHECK.md)."""
+    event_type = event.event_type
+    if event_type.startswith("sim."):
+        token, kind = event.msisdn_key, event.sim_kind or ""
+    else:
+        token, kind = event.account_key, event.account_class or "unknown"
+    if token is None:  # validation requires them: nothing to match without one
+        return
+    held = state.holdings.get(event.source)
+    if held is None:
+        held = state.holdings[event.source] = Held()
+    if event_type in OPENING_TYPES:
+        held.open(token, kind, ts)
+    else:
+        held.remove(token, kind, ts)
+
+
+def _take_over(state: IdentityState, event: PseudonymousEvent) -> None:
+    """The opening a check reserved has happened: its reservation ends (it counts as itself)."""
+    record = state.checks.get(f"{event.source}\x1f{event.check_id}")
+    if record is not None:
+        record.reserved = None
+
+
 def _cooling(cooldowns: dict[str, float], name: str, ts: float) -> bool:
     until = cooldowns.get(name)
     return until is not None and ts < until
@@ -246,6 +292,12 @@ class Screening:
         self.outlets: dict[str, OutletState] = {}
         self.agents: dict[str, AgentState] = {}
 
+    def hold(self, subject_key: str, snapshot: Snapshot) -> None:
+        state = self.identities.get(subject_key)
+        if state is None:
+            state = self.identities[subject_key] = IdentityState()
+        self.engine.hold(state, snapshot)
+
     def watch(self, subject_key: str, entry: WatchEntry | None) -> None:
         state = self.identities.get(subject_key)
         if state is None:
@@ -253,6 +305,12 @@ class Screening:
                 return
             state = self.identities[subject_key] = IdentityState()
         self.engine.watch(state, entry)
+
+    def identity(self, subject_key: str) -> IdentityState:
+        state = self.identities.get(subject_key)
+        if state is None:
+            state = self.identities[subject_key] = IdentityState()
+        return state
 
     def screen(self, event: PseudonymousEvent) -> list[Alert]:
         """Alerts for one event: its identity's, then its agent's, then its outlet's."""

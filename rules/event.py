@@ -22,6 +22,8 @@ from rules.pseudonym import Pseudonymizer, mask_id
 from rules.regions import region_code_problem
 
 EVENT_SCHEMA = "duanka.event/1"
+CHECK_SCHEMA = "duanka.check/1"
+CHECK_PREFIX = "check:"  # the event id a check's opening has while it is only asked about
 MAX_RECORD_BYTES = 64 * 1024
 
 EVENT_TYPES = frozenset({"sim.activate", "sim.cancel", "bank.open", "bank.close"})
@@ -212,8 +214,38 @@ def parse_event(raw: bytes | None) -> Event:
     return _event_from(obj)
 
 
-def _event_from(obj: dict[str, Any]) -> Event:
-    _check_schema(obj)
+def parse_check(raw: bytes | None) -> Event:
+    """Validate a pre-opening check (`duanka.check/1`); raises InvalidEvent with the first problem.
+
+    A check is the `sim.activate` or `bank.open` it asks about, with
+    `check_id` in place of `event_id` (CHECK.md), validated like an event.
+    The opening it gives has event id `check:` + check_id.
+    """
+    if raw is None or len(raw) == 0:
+        raise InvalidEvent("record", "no body")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidEvent("record", f"larger than 64 KiB ({len(raw)} bytes)")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidEvent("record", "not valid JSON") from None
+    if type(obj) is not dict:
+        raise InvalidEvent("record", "not a JSON object")
+    schema = _required(obj, "schema")
+    if schema != CHECK_SCHEMA:
+        raise InvalidEvent("schema", f"unknown value {_quote(schema)} (expected {CHECK_SCHEMA})")
+    check_id = _required(obj, "check_id")
+    if obj.get("event_type") in ("sim.cancel", "bank.close"):
+        raise InvalidEvent(
+            "event_type", "a check asks about an opening (expected one of: bank.open, sim.activate)"
+        )
+    obj = obj | {"event_id": CHECK_PREFIX + check_id, "check_id": check_id}
+    return _event_from(obj, check=True)
+
+
+def _event_from(obj: dict[str, Any], check: bool = False) -> Event:
+    if not check:
+        _check_schema(obj)
     event_id = _required(obj, "event_id")
     event_type = _required_enum(obj, "event_type", EVENT_TYPES)
     occurred_at = _occurred_at(obj)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from rules.alert import Alert, Evidence, Subject, make_alert_id
 from rules.config import (
+    CarrierLimitSettings,
     ChurnSettings,
     MailRuleSettings,
     MultiBankSettings,
@@ -21,9 +22,11 @@ from rules.config import (
     NotInPersonSettings,
     RuleConfig,
     TwoCardsSettings,
+    TypeOneLimitSettings,
     WatchlistSettings,
 )
 from rules.event import PseudonymousEvent
+from rules.holdings import carrier_of
 from rules.regions import province_name
 from rules.state import IdentityState, Mark, by_order
 from rules.wording import span_en, span_zh
@@ -255,22 +258,27 @@ class WatchlistHit:
                 "a bank account",
             )
         )
+        zh = f"失信惩戒名单人员（{entry.list}，{entry.since}至{entry.until}）办理{what_zh}"
+        en = (
+            f"person on the {entry.list} list ({entry.scope}, {entry.since} to "
+            f"{entry.until}) opened {what_en}"
+        )
+        facts: dict[str, object] = {
+            "list": entry.list,
+            "scope": entry.scope,
+            "since": entry.since.isoformat(),
+            "until": entry.until.isoformat(),
+            "reason": entry.reason,
+        }
+        if entry.basis:
+            zh += f"；依据：{entry.basis}"
+            en += f"; basis: {entry.basis}"
+            facts["basis"] = entry.basis
         return Finding(
             severity=self.settings.severity,
-            summary_zh=(
-                f"失信惩戒名单人员（{entry.list}，{entry.since}至{entry.until}）办理{what_zh}"
-            ),
-            summary_en=(
-                f"person on the {entry.list} list ({entry.scope}, {entry.since} to "
-                f"{entry.until}) opened {what_en}"
-            ),
-            facts={
-                "list": entry.list,
-                "scope": entry.scope,
-                "since": entry.since.isoformat(),
-                "until": entry.until.isoformat(),
-                "reason": entry.reason,
-            },
+            summary_zh=zh,
+            summary_en=en,
+            facts=facts,
             evidence=(Evidence.from_event(event),),
         )
 
@@ -335,6 +343,68 @@ class TwoCardsCombo:
         )
 
 
+class SimCarrierLimit:
+    """`sim_carrier_limit` (一证五号): more than five active personal SIMs at one carrier.
+
+    Counted over all the carrier's sources (provinces), with the snapshot's
+    cards (rules/state.py `Held`); the engine has applied the activation.
+    """
+
+    rule_id = "sim_carrier_limit"
+    triggers = frozenset({"sim.activate"})
+
+    def __init__(self, settings: CarrierLimitSettings) -> None:
+        self.settings = settings
+
+    def evaluate(self, event: PseudonymousEvent, ts: float, state: IdentityState) -> Finding | None:
+        if event.sim_kind != "personal":
+            return None
+        carrier = carrier_of(event.source)
+        after = state.held(carrier, "personal")
+        limit = self.settings.sims
+        if after <= limit:
+            return None
+        held = after - 1
+        return Finding(
+            severity=self.settings.severity,
+            summary_zh=f"已在{carrier}持有{held}张个人号卡（上限{limit}张，一证五号），再办一张",
+            summary_en=(
+                f"already holds {held} personal SIMs at {carrier} (limit {limit}), opened one more"
+            ),
+            facts={"held": held, "limit": limit, "carrier": carrier},
+            evidence=(Evidence.from_event(event),),
+        )
+
+
+class BankTypeOneLimit:
+    """`bank_type1_limit` (一人一行一个I类户): more than one Type I account at one bank."""
+
+    rule_id = "bank_type1_limit"
+    triggers = frozenset({"bank.open"})
+
+    def __init__(self, settings: TypeOneLimitSettings) -> None:
+        self.settings = settings
+
+    def evaluate(self, event: PseudonymousEvent, ts: float, state: IdentityState) -> Finding | None:
+        if event.account_class != "I":
+            return None
+        bank = carrier_of(event.source)
+        after = state.held(bank, "I")
+        limit = self.settings.accounts
+        if after <= limit:
+            return None
+        held = after - 1
+        return Finding(
+            severity=self.settings.severity,
+            summary_zh=f"已在{bank}持有{held}个I类账户（上限{limit}个），再开一个",
+            summary_en=(
+                f"already holds {held} Type I accounts at {bank} (limit {limit}), opened one more"
+            ),
+            facts={"held": held, "limit": limit, "bank": bank},
+            evidence=(Evidence.from_event(event),),
+        )
+
+
 IdentityRule = (
     SimChurn
     | SimMailOutOfProvince
@@ -343,4 +413,6 @@ IdentityRule = (
     | WatchlistHit
     | BankMultiOpen
     | TwoCardsCombo
+    | SimCarrierLimit
+    | BankTypeOneLimit
 )

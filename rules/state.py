@@ -20,6 +20,7 @@ import orjson
 
 from rules.alert import Evidence
 from rules.event import PseudonymousEvent
+from rules.holdings import carrier_of
 
 NEVER = float("-inf")
 
@@ -75,6 +76,7 @@ class WatchEntry:
     until: date
     list: str
     reason: str = ""
+    basis: str = ""  # the legal basis of the listing, e.g. "2024 joint punishment, conviction"
 
     def covers(self, event_type: str, day: date) -> bool:
         """Whether the entry bars this kind of opening on this (local) day."""
@@ -162,10 +164,103 @@ class Window:
 
 
 @dataclass(slots=True)
+class Held:
+    """What an identity holds at one source (a carrier's or bank's province): CHECK.md.
+
+    `base` is what the source's latest snapshot (as of `as_of`) counted, less
+    the cards of it cancelled since; `opened` the cards opened at or after
+    `as_of` and still held, by token (the phone number's or account's), with
+    their kind and time. `removed` remembers each cancellation or closing at
+    or after `as_of` ([time, kind asked for or "", time of the opening it
+    matched or None]) so that a newer snapshot, loaded after them, can take
+    off what it still counts. Kinds: `personal` and `iot` SIMs; `I`, `II`,
+    `III` and `unknown` accounts.
+    """
+
+    as_of: float = NEVER
+    base: dict[str, int] = field(default_factory=dict)
+    opened: dict[str, list[Any]] = field(default_factory=dict)  # token -> [kind, ts]
+    removed: list[list[Any]] = field(default_factory=list)  # [ts, kind or "", matched ts or None]
+
+    def count(self, kind: str) -> int:
+        return self.base.get(kind, 0) + sum(1 for k, _ in self.opened.values() if k == kind)
+
+    def open(self, token: str, kind: str, ts: float) -> bool:
+        """A card opened at `ts`; False if the snapshot already counts it."""
+        if ts < self.as_of:
+            return False
+        self.opened[token] = [kind, ts]
+        return True
+
+    def remove(self, token: str, kind: str, ts: float) -> bool:
+        """A card cancelled at `ts` (`kind` "" if the event does not say); False if no change."""
+        if ts < self.as_of:
+            return False
+        opened = self.opened.pop(token, None)
+        if opened is not None:
+            self.removed.append([ts, opened[0], opened[1]])
+            return True
+        self.removed.append([ts, kind, None])
+        return self._take_from_base(kind)
+
+    def _take_from_base(self, kind: str) -> bool:
+        base = self.base
+        if not kind:  # a cancellation that does not name the kind: a personal SIM first
+            kind = next((k for k in ("personal", "iot") if base.get(k)), "")
+        if not base.get(kind):
+            return False
+        base[kind] -= 1
+        if not base[kind]:
+            del base[kind]
+        return True
+
+    def snapshot(self, as_of: float, counts: dict[str, int]) -> None:
+        """Replace the snapshot: what it counts, less what was cancelled after `as_of`."""
+        self.as_of = as_of
+        self.base = {kind: n for kind, n in counts.items() if n}
+        self.opened = {t: entry for t, entry in self.opened.items() if entry[1] >= as_of}
+        self.removed = [r for r in self.removed if r[0] >= as_of]
+        for _, kind, matched in self.removed:
+            if matched is None or matched < as_of:  # a card the new snapshot counts
+                self._take_from_base(kind)
+
+    def prune(self, horizon: float) -> None:
+        """Forget cancellations before `horizon` (a snapshot older than that is not expected)."""
+        if self.removed and self.removed[0][0] < horizon:
+            self.removed = [r for r in self.removed if r[0] >= horizon]
+
+
+@dataclass(slots=True)
+class CheckRecord:
+    """A pre-opening check an identity's owner decided: its answer, and its reservation.
+
+    `reserved` is the opening as a pseudonymous row (masks left out) while the
+    check holds its place in the limits, until `expires` (seconds since the
+    epoch); None once its event took it over, or if it reserved nothing.
+    The record is kept until `until`, to answer the same check_id again.
+    """
+
+    until: float
+    answer: dict[str, Any]
+    reserved: list[Any] | None = None
+    expires: float = NEVER
+
+
+@dataclass(slots=True)
 class IdentityState:
     history: Window = field(default_factory=Window)
     cooldowns: dict[str, float] = field(default_factory=dict)
     watch: WatchEntry | None = None
+    holdings: dict[str, Held] = field(default_factory=dict)  # by source
+    checks: dict[str, CheckRecord] = field(default_factory=dict)  # by source + "\x1f" + check_id
+
+    def held(self, sources_of: str, kind: str) -> int:
+        """Cards of `kind` held at every source of the carrier or bank `sources_of`."""
+        return sum(
+            held.count(kind)
+            for source, held in self.holdings.items()
+            if carrier_of(source) == sources_of
+        )
 
     @property
     def marks(self) -> list[Mark]:
@@ -276,8 +371,20 @@ def _evidence_row(e: Evidence) -> list[str]:
 
 
 def encode_identity(state: IdentityState) -> bytes:
+    extra: dict[str, Any] = {}
+    if state.holdings:
+        extra["h"] = {
+            source: [None if h.as_of == NEVER else h.as_of, h.base, h.opened, h.removed]
+            for source, h in state.holdings.items()
+        }
+    if state.checks:
+        extra["k"] = {
+            key: [c.until, c.answer, c.reserved, None if c.expires == NEVER else c.expires]
+            for key, c in state.checks.items()
+        }
     return orjson.dumps(
-        {
+        extra
+        | {
             "m": [
                 [
                     m.ts,
@@ -301,20 +408,38 @@ def watch_row(entry: WatchEntry | None) -> list[str] | None:
     """A watchlist entry as a JSON array (None stays None)."""
     if entry is None:
         return None
-    return [entry.scope, entry.since.isoformat(), entry.until.isoformat(), entry.list, entry.reason]
+    row = [entry.scope, entry.since.isoformat(), entry.until.isoformat(), entry.list, entry.reason]
+    if entry.basis:
+        row.append(entry.basis)
+    return row
 
 
 def watch_from_row(row: list[str] | None) -> WatchEntry | None:
     if row is None:
         return None
-    scope, since, until, name, reason = row
-    return WatchEntry(scope, date.fromisoformat(since), date.fromisoformat(until), name, reason)
+    scope, since, until, name, reason, *basis = row
+    return WatchEntry(
+        scope, date.fromisoformat(since), date.fromisoformat(until), name, reason, *basis
+    )
 
 
 def decode_identity(raw: bytes) -> IdentityState:
     obj = orjson.loads(raw)
     marks = [Mark(*row) for row in obj["m"]]
-    return IdentityState(_window(marks, obj["t"]), obj["c"], watch_from_row(obj["w"]))
+    state = IdentityState(_window(marks, obj["t"]), obj["c"], watch_from_row(obj["w"]))
+    held = obj.get("h")  # absent in state written before holdings
+    if held:
+        state.holdings = {
+            source: Held(NEVER if as_of is None else as_of, base, opened, removed)
+            for source, (as_of, base, opened, removed) in held.items()
+        }
+    checks = obj.get("k")
+    if checks:
+        state.checks = {
+            key: CheckRecord(until, answer, reserved, NEVER if expires is None else expires)
+            for key, (until, answer, reserved, expires) in checks.items()
+        }
+    return state
 
 
 def encode_outlet(state: OutletState) -> bytes:

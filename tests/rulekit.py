@@ -179,4 +179,6 @@ ALL_RULES = {
     "outlet_nonlocal_surge",
     "gang_batch_open",
     "agent_flag_rate",
+    "sim_carrier_limit",
+    "bank_type1_limit",
 }

@@ -698,11 +698,14 @@ def test_identity_state_forgets_events_older_than_365_days_of_every_kind() -> No
     assert state.watch == entry("all")  # the watch entry is not history
 
 
-def test_bank_close_is_not_remembered() -> None:
+def test_bank_close_fires_nothing_but_is_remembered_for_the_holdings() -> None:
     s = screening()
+    state = IdentityState()
     closing = ev(0 * DAY, "bank.close")
-    decision = s.engine.screen_identity(IdentityState(), closing)
-    assert (decision.applied, decision.alerts) == (False, [])
+    decision = s.engine.screen_identity(state, closing)
+    assert (decision.applied, decision.alerts) == (True, [])
+    assert state.history.holds(closing.source, closing.event_id)
+    assert s.engine.screen_identity(state, closing).applied is False
 
 
 def test_rules_see_no_event_later_than_the_trigger() -> None:
