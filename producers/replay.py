@@ -14,7 +14,7 @@ from rules.config import Settings
 from rules.engine import Engine
 from rules.errors import DuankaError
 from rules.pseudonym import Pseudonymizer, pseudonym_key
-from rules.replay import ReplaySummary, replay, replay_in_two
+from rules.replay import Checks, ReplaySummary, replay, replay_in_two
 
 DEV_KEY_NOTE = (
     "note: pseudonyms use the built-in development key; alerts match a worker's only "
@@ -50,8 +50,12 @@ def run_replay(
     deadletter: Path | None = None,
     progress: bool = True,
     processes: int = 2,
+    holdings: Path | None = None,
+    checks: Path | None = None,
+    decisions: Path | None = None,
 ) -> int:
-    for path in (events, watchlist):
+    """Replay `events`; with `checks`, decisions go to `decisions` (or OUT.decisions.jsonl)."""
+    for path in (events, watchlist, holdings, checks):
         if path is not None and not path.is_file():
             raise DuankaError(f"{path}: no such file")
     pseudonymizer = Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
@@ -63,9 +67,25 @@ def run_replay(
         alerts = files.enter_context(out.open("wb"))
         rejected = files.enter_context(deadletter.open("wb")) if deadletter else None
         run = replay_in_two if processes > 1 else replay
+        answered = None
+        if checks is not None:
+            decisions = decisions or out.with_name(f"{out.stem}.decisions.jsonl")
+            check = settings.check
+            answered = (
+                Checks(checks, pseudonymizer, check.reservation_ttl_s, check.remember_s),
+                files.enter_context(decisions.open("wb")),
+            )
         try:
             summary = run(
-                events, Engine(settings.rules), pseudonymizer, alerts, rejected, watchlist, bar
+                events,
+                Engine(settings.rules),
+                pseudonymizer,
+                alerts,
+                rejected,
+                watchlist,
+                bar,
+                holdings=holdings,
+                checks=answered,
             )
         finally:
             bar.close()
@@ -83,6 +103,15 @@ def summary_table(summary: ReplaySummary, seconds: float, settings: Settings) ->
     if summary.watch_loaded or summary.watch_rejected:
         rows.append(("watchlist entries", f"{summary.watch_loaded:,}"))
         rows.append(("watchlist rejected", f"{summary.watch_rejected:,}"))
+    if summary.holdings_loaded or summary.holdings_rejected:
+        rows.append(("holdings snapshots", f"{summary.holdings_loaded:,}"))
+        rows.append(("holdings rejected", f"{summary.holdings_rejected:,}"))
+    if summary.decisions or summary.checks_rejected:
+        for decision in ("allow", "review", "refuse"):
+            rows.append((f"checks: {decision}", f"{summary.decisions.get(decision, 0):,}"))
+        for rule_id, count in sorted(summary.refusals.items()):
+            rows.append((f"  refused by {rule_id}", f"{count:,}"))
+        rows.append(("checks rejected", f"{summary.checks_rejected:,}"))
     rows.append(("seconds", f"{seconds:.1f} ({rate:,.0f} events/s)"))
     rows.append(("alerts", f"{summary.alert_count:,}"))
     for rule_id in settings.rules.__dataclass_fields__:

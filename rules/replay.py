@@ -34,10 +34,20 @@ from typing import IO, Any, Protocol
 import orjson
 
 from rules.alert import encode_alert
+from rules.check import decide, decision_document
 from rules.deadletter import encode_dead_letter
 from rules.engine import Engine, Screening
 from rules.errors import DuankaError, InvalidEvent
-from rules.event import parse_event, pseudonymise, pseudonymous_from_row, pseudonymous_row
+from rules.event import (
+    PseudonymousEvent,
+    parse_check,
+    parse_event,
+    pseudonymise,
+    pseudonymous_from_row,
+    pseudonymous_row,
+)
+from rules.holdings import read_holdings
+from rules.lines import json_lines
 from rules.pseudonym import Pseudonymizer
 from rules.watchlist import WatchLine, read_watchlist
 
@@ -58,8 +68,13 @@ class ReplaySummary:
     rejected: int = 0
     watch_loaded: int = 0
     watch_rejected: int = 0
+    holdings_loaded: int = 0
+    holdings_rejected: int = 0
     in_order: bool = True
     alerts: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)  # allow, review, refuse
+    refusals: Counter[str] = field(default_factory=Counter)  # by the rule of each block reason
+    checks_rejected: int = 0
 
     @property
     def alert_count(self) -> int:
@@ -164,6 +179,100 @@ def _watch_line(
     summary.watch_loaded += 1
 
 
+def load_holdings(
+    path: Path,
+    screening: Screening,
+    pseudonymizer: Pseudonymizer,
+    summary: ReplaySummary,
+    deadletter: IO[bytes] | None,
+) -> None:
+    """Seed the holdings from a snapshot file, as `screening.holdings` does the stream's."""
+    for line in read_holdings(path):
+        record = line.record
+        if record is None:
+            assert line.error is not None
+            summary.holdings_rejected += 1
+            if deadletter is not None:
+                deadletter.write(
+                    encode_dead_letter(f"file:{path.name}", 0, line.number, line.error, line.raw)
+                    + b"\n"
+                )
+            continue
+        screening.hold(pseudonymizer.subject_key(record.id_type, record.id_number), record.snapshot)
+        summary.holdings_loaded += 1
+
+
+class Checks:
+    """A file of pre-opening checks, answered in event-time order among the events.
+
+    Each check is decided at its `occurred_at` (replay has no other clock), so
+    its reservation runs for `ttl_s` of event time. The decisions are written,
+    in the order they were made, once the replay is done; a check that fails
+    validation gets a line with its error instead, as the API's 400 would.
+    """
+
+    def __init__(
+        self, path: Path, pseudonymizer: Pseudonymizer, ttl_s: float, remember_s: float
+    ) -> None:
+        self.ttl_s, self.remember_s = ttl_s, remember_s
+        self.items: list[tuple[tuple[float, str, str], PseudonymousEvent]] = []
+        self.rejected: list[bytes] = []
+        for number, raw in json_lines(path):
+            try:
+                opening = pseudonymise(parse_check(raw), pseudonymizer)
+            except InvalidEvent as error:
+                self.rejected.append(
+                    orjson.dumps({"line": number, "error": error.reason, "field": error.field})
+                )
+                continue
+            self.items.append(((opening.epoch(), opening.source, opening.event_id), opening))
+        self.items.sort(key=lambda item: item[0])
+        self.start()
+
+    def start(self) -> None:
+        """From the first check again (a pass of replay_in_two that starts over)."""
+        self.next = 0
+        self.answers: list[bytes] = []
+
+    def answer_before(
+        self, key: tuple[float, str, str] | None, screening: Screening, summary: ReplaySummary
+    ) -> None:
+        """Decide every check that comes before `key` in event-time order (all: None)."""
+        items = self.items
+        while self.next < len(items) and (key is None or items[self.next][0] < key):
+            opening = items[self.next][1]
+            self.next += 1
+            state = screening.identity(opening.subject_key)
+            outcome = decide(
+                screening.engine, state, opening, opening.epoch(), self.ttl_s, self.remember_s
+            )
+            summary.decisions[outcome.decision] += 1
+            if outcome.decision == "refuse":
+                for reason in outcome.answer["reasons"]:
+                    if reason["action"] == "block":
+                        summary.refusals[reason["rule_id"]] += 1
+            self.answers.append(orjson.dumps(decision_document(opening, outcome)))
+
+    def write(self, out: IO[bytes], summary: ReplaySummary) -> None:
+        summary.checks_rejected = len(self.rejected)
+        for line in self.rejected + self.answers:
+            out.write(line + b"\n")
+
+
+def _seed(
+    screening: Screening,
+    pseudonymizer: Pseudonymizer,
+    summary: ReplaySummary,
+    deadletter: IO[bytes] | None,
+    watchlist: Path | None,
+    holdings: Path | None,
+) -> None:
+    if watchlist is not None:
+        load_watchlist(watchlist, screening, pseudonymizer, summary, deadletter)
+    if holdings is not None:
+        load_holdings(holdings, screening, pseudonymizer, summary, deadletter)
+
+
 def replay(
     events: Path,
     engine: Engine,
@@ -172,16 +281,18 @@ def replay(
     deadletter: IO[bytes] | None = None,
     watchlist: Path | None = None,
     progress: Progress | None = None,
+    holdings: Path | None = None,
+    checks: tuple[Checks, IO[bytes]] | None = None,
 ) -> ReplaySummary:
     """Screen every event of `events`; write alerts (and rejected records) as JSON lines.
 
     A rejected record's dead letter names the file as `file:NAME`, partition 0,
-    and its line number as the offset.
+    and its line number as the offset. `holdings` seeds what identities hold;
+    `checks` are answered among the events, their decisions written to its file.
     """
     summary = ReplaySummary()
     screening = Screening(engine)
-    if watchlist is not None:
-        load_watchlist(watchlist, screening, pseudonymizer, summary, deadletter)
+    _seed(screening, pseudonymizer, summary, deadletter, watchlist, holdings)
     refs, summary.in_order = index_lines(events)
     if progress is not None:
         progress.start(len(refs))
@@ -197,12 +308,22 @@ def replay(
             if deadletter is not None:
                 deadletter.write(encode_dead_letter(source, 0, number, error, raw) + b"\n")
             continue
-        for alert in screening.screen(pseudonymise(event, pseudonymizer)):
+        pseudonymous = pseudonymise(event, pseudonymizer)
+        if checks is not None:
+            checks[0].answer_before(_key_of(pseudonymous), screening, summary)
+        for alert in screening.screen(pseudonymous):
             summary.alerts[alert.rule_id] += 1
             out.write(encode_alert(alert) + b"\n")
+    if checks is not None:
+        checks[0].answer_before(None, screening, summary)
+        checks[0].write(checks[1], summary)
     if progress is not None:
         progress.advance(summary.events_read % 1000)
     return summary
+
+
+def _key_of(event: PseudonymousEvent) -> tuple[float, str, str]:
+    return (event.epoch(), event.source, event.event_id)
 
 
 # ---------------------------------------------------------------- on two cores
@@ -219,6 +340,8 @@ def replay_in_two(
     deadletter: IO[bytes] | None = None,
     watchlist: Path | None = None,
     progress: Progress | None = None,
+    holdings: Path | None = None,
+    checks: tuple[Checks, IO[bytes]] | None = None,
 ) -> ReplaySummary:
     """`replay`, with reading, validating and pseudonymising in a second process.
 
@@ -239,10 +362,14 @@ def replay_in_two(
     reader.start()
     send.close()
     passes = _Passes(engine, pseudonymizer, entries, watchlist, receive, events)
+    passes.holdings = holdings
+    passes.checks = checks[0] if checks is not None else None
     try:
         summary = passes.run(out, deadletter, progress)
         while summary is None:  # the file was out of order: again, sorted
             summary = passes.run(out, deadletter, progress)
+        if checks is not None:
+            checks[0].write(checks[1], summary)
     finally:
         receive.close()
         reader.join(timeout=30)
@@ -269,6 +396,8 @@ class _Passes:
         self.watchlist = watchlist
         self.receive = receive
         self.source = f"file:{events.name}"
+        self.holdings: Path | None = None
+        self.checks: Checks | None = None
 
     def run(
         self, out: IO[bytes], deadletter: IO[bytes] | None, progress: Progress | None
@@ -276,6 +405,11 @@ class _Passes:
         """One pass; its summary, or None if the file turned out not to be in order."""
         with _kept() as (alerts, dead):
             run = _Run(self.engine, self.pseudonymizer, self.entries, self.watchlist, dead)
+            if self.holdings is not None:
+                load_holdings(self.holdings, run.screening, self.pseudonymizer, run.summary, dead)
+            run.checks = self.checks
+            if self.checks is not None:
+                self.checks.start()
             total = _message(self.receive)  # lines to come
             if progress is not None:
                 progress.start(total)
@@ -302,6 +436,7 @@ class _Run:
     ) -> None:
         self.summary = ReplaySummary()
         self.screening = Screening(engine)
+        self.checks: Checks | None = None
         for line in entries:
             _watch_line(line, watchlist, self.screening, pseudonymizer, self.summary, dead)
 
@@ -320,6 +455,8 @@ class _Run:
             if kind == "restart":
                 return None
             if kind == "end":
+                if self.checks is not None:
+                    self.checks.answer_before(None, screening, summary)
                 return bool(body)
             for entry in body:
                 summary.events_read += 1
@@ -328,7 +465,10 @@ class _Run:
                     summary.rejected += 1
                     dead.write(encode_dead_letter(source, 0, number, error, raw) + b"\n")
                     continue
-                for alert in screening.screen(pseudonymous_from_row(entry[1])):
+                event = pseudonymous_from_row(entry[1])
+                if self.checks is not None:
+                    self.checks.answer_before(_key_of(event), screening, summary)
+                for alert in screening.screen(event):
                     summary.alerts[alert.rule_id] += 1
                     out.write(encode_alert(alert) + b"\n")
             if progress is not None:

@@ -399,6 +399,21 @@ def _add_replay(commands: Commands) -> None:
     replay.add_argument("events", type=Path, help="JSON-lines file of duanka.event/1 records")
     replay.add_argument("--out", type=Path, required=True, help="alerts, as JSON lines")
     replay.add_argument("--watchlist", type=Path, help="watchlist file (JSON lines or .csv)")
+    replay.add_argument(
+        "--holdings",
+        type=Path,
+        help="inventory snapshots that seed the holdings (JSON lines or .csv)",
+    )
+    replay.add_argument(
+        "--checks",
+        type=Path,
+        help="duanka.check/1 requests, answered in event-time order among the events",
+    )
+    replay.add_argument(
+        "--decisions",
+        type=Path,
+        help="where the checks' decisions go (default: OUT.decisions.jsonl)",
+    )
     replay.add_argument("--deadletter", type=Path, help="rejected records, as JSON lines")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.add_argument(
@@ -423,6 +438,9 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         args.deadletter,
         progress=not args.quiet,
         processes=args.processes,
+        holdings=args.holdings,
+        checks=args.checks,
+        decisions=args.decisions,
     )
 
 

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from strategies import DROP, make_event
 
 from producers.simulator import Simulator, iter_lines
 from rules.config import RuleSettings
 from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
-from rules.replay import index_lines, replay, replay_in_two, sort_key
+from rules.replay import Checks, index_lines, replay, replay_in_two, sort_key
 
 FIXED = datetime(2026, 6, 1, tzinfo=UTC)
 KEY = Pseudonymizer(b"replay-test")
@@ -149,3 +150,86 @@ def test_on_two_cores_a_file_in_order_is_read_once_and_gives_the_same(tmp_path: 
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"\n\n")
     assert replay_in_two(empty, engine, KEY, io.BytesIO()).events_read == 0
+
+
+def _raw_event(n: int, when: datetime, **fields: object) -> bytes:
+    obj = make_event(
+        event_id=f"CMCC-GS-{n:04d}",
+        occurred_at=when.isoformat(),
+        id_number=PERSON,
+        msisdn=f"1390000{n:04d}",
+        region_code="110105",  # a Beijing id at a Beijing outlet: local
+        verification="in_person",
+        delivery=DROP,
+        device_id=DROP,
+        contact_phone=DROP,
+        agent_id=DROP,
+        **fields,
+    )
+    return orjson.dumps(obj)
+
+
+def _raw_check(check_id: str, when: datetime) -> bytes:
+    obj = orjson.loads(_raw_event(0, when))
+    del obj["event_id"]
+    return orjson.dumps(obj | {"schema": "duanka.check/1", "check_id": check_id})
+
+
+PERSON = "11010519491231002X"
+DAY0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_holdings_and_checks_in_event_time_order(tmp_path: Path) -> None:
+    """A snapshot of four SIMs, a check allowed for the fifth and its opening, a refused check."""
+    holdings = tmp_path / "holdings.jsonl"
+    holdings.write_bytes(
+        orjson.dumps(
+            {
+                "schema": "duanka.holding/1",
+                "source": "CMCC-GS",
+                "id_type": "resident_id",
+                "id_number": PERSON,
+                "as_of": DAY0.isoformat(),
+                "sims": {"personal": 4},
+                "accounts": {},
+            }
+        )
+        + b"\n"
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        _raw_event(1, DAY0.replace(day=2, minute=1), check_id="chk-1")
+        + b"\n"
+        + _raw_event(2, DAY0.replace(day=4))
+        + b"\n"
+    )
+    checks = tmp_path / "checks.jsonl"
+    checks.write_bytes(
+        _raw_check("chk-1", DAY0.replace(day=2))
+        + b"\n"
+        + _raw_check("chk-2", DAY0.replace(day=3))
+        + b"\n"
+        + b'{"schema": "duanka.check/1"}\n'
+    )
+    outputs = []
+    for run_replay in (replay, replay_in_two):
+        out, decisions = io.BytesIO(), io.BytesIO()
+        engine = Engine(RuleSettings(), clock=lambda: FIXED)
+        answered = (Checks(checks, KEY, 900, 86400), decisions)
+        summary = run_replay(
+            events, engine, KEY, out, None, None, None, holdings=holdings, checks=answered
+        )
+        lines = [orjson.loads(line) for line in decisions.getvalue().splitlines()]
+        assert lines[0] == {"line": 3, "error": "missing", "field": "check_id"}
+        assert [(d["check_id"], d["decision"]) for d in lines[1:]] == [
+            ("chk-1", "allow"),
+            ("chk-2", "refuse"),
+        ]
+        assert lines[2]["reasons"][0]["facts"] == {"held": 5, "limit": 5, "carrier": "CMCC"}
+        alerts = [orjson.loads(line) for line in out.getvalue().splitlines()]
+        assert [(a["rule_id"], a["facts"]["held"]) for a in alerts] == [("sim_carrier_limit", 5)]
+        assert summary.holdings_loaded == 1
+        assert summary.refusals == {"sim_carrier_limit": 1}
+        assert PERSON not in decisions.getvalue().decode()
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1]
