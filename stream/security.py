@@ -164,8 +164,17 @@ def acl_set(settings: Settings, parties: Parties | None = None) -> list[ACL]:
     """
     parties = parties or Parties()
     topics = settings.topics
-    acls = [_acl(user, WRITE, TOPIC, topics.sim_events) for user in parties.carrier]
-    acls += [_acl(user, WRITE, TOPIC, topics.bank_events) for user in parties.bank]
+    # carriers and banks send their events, and load their inventories as snapshots
+    acls = [
+        _acl(user, WRITE, TOPIC, name)
+        for user in parties.carrier
+        for name in (topics.sim_events, topics.holdings)
+    ]
+    acls += [
+        _acl(user, WRITE, TOPIC, name)
+        for user in parties.bank
+        for name in (topics.bank_events, topics.holdings)
+    ]
     acls += [_acl(user, WRITE, TOPIC, topics.watchlist) for user in parties.watchlist]
     for user in parties.police:
         acls += [_acl(user, READ, TOPIC, topics.alerts), _acl(user, READ, GROUP, user, True)]
@@ -175,16 +184,19 @@ def acl_set(settings: Settings, parties: Parties | None = None) -> list[ACL]:
 
 
 def _worker_acls(user: str, settings: Settings) -> list[ACL]:
-    """The worker reads the inputs, writes alerts and dead letters, and owns its own topics.
+    """The worker reads the inputs, writes alerts, decisions and dead letters, owns its topics.
 
-    It also reads the alert topic (the police console), and it creates the
-    changelog and other topics Faust names after the app id.
+    The inputs are the events, the watchlist and the holdings snapshots; the
+    decisions are the check's audit trail. It also reads the alert topic (the
+    police console), and it creates the changelog and other topics Faust
+    names after the app id.
     """
     topics = settings.topics
     app_id = settings.worker.app_id
-    acls = [_acl(user, READ, TOPIC, name) for name in (*topics.inputs, topics.watchlist)]
+    inputs = (*topics.inputs, topics.watchlist, topics.holdings)
+    acls = [_acl(user, READ, TOPIC, name) for name in inputs]
     acls += [_acl(user, op, TOPIC, topics.alerts) for op in (READ, WRITE)]
-    acls.append(_acl(user, WRITE, TOPIC, topics.deadletter))
+    acls += [_acl(user, WRITE, TOPIC, name) for name in (topics.deadletter, topics.decisions)]
     own = [(app_id, True)] + [
         (name, False)
         for name in (topics.identity_events, topics.outlet_events, topics.agent_signals)

@@ -60,7 +60,10 @@ class Secured:
 
     @property
     def topics(self) -> dict[str, str]:
-        return self.run.topics
+        """The worker config's topics, with the holdings and decisions of its settings."""
+        settings = load_settings(self.run.config, environ={})
+        extra = {"holdings": settings.topics.holdings, "decisions": settings.topics.decisions}
+        return {**self.run.topics, **extra}
 
     @property
     def tls_bootstrap(self) -> str:
@@ -235,10 +238,16 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
     assert (
         _grants(acls, "mobile")
         == _grants(acls, "unicom")
-        == {("WRITE", "TOPIC", "carrier.sim-events", False)}
+        == {
+            ("WRITE", "TOPIC", "carrier.sim-events", False),
+            ("WRITE", "TOPIC", "screening.holdings", False),  # its inventory snapshots
+        }
     )
     assert _grants(acls, "carrier") == set()  # naming a role's users replaces its default
-    assert _grants(acls, "bank") == {("WRITE", "TOPIC", "bank.account-events", False)}
+    assert _grants(acls, "bank") == {
+        ("WRITE", "TOPIC", "bank.account-events", False),
+        ("WRITE", "TOPIC", "screening.holdings", False),
+    }
     assert _grants(acls, "watchlist") == {("WRITE", "TOPIC", "screening.watchlist", False)}
     assert _grants(acls, "police") == {
         ("READ", "TOPIC", "police.alerts", False),
@@ -246,9 +255,18 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
     }
     worker = _grants(acls, "duanka")
     assert ("READ", "GROUP", "duanka", True) in worker
+    assert {name for op, kind, name, _ in worker if kind == "TOPIC" and op == "READ"} == {
+        "carrier.sim-events",
+        "bank.account-events",
+        "screening.watchlist",
+        "screening.holdings",
+        "police.alerts",  # the police console in the worker
+        "duanka",
+    }
     assert {(op, name) for op, kind, name, _ in worker if kind == "TOPIC" and op != "READ"} == {
         ("WRITE", "police.alerts"),
         ("WRITE", "screening.deadletter"),
+        ("WRITE", "screening.decisions"),  # the check's audit trail
         ("WRITE", "duanka"),  # the prefix: its internal and changelog topics
         ("CREATE", "duanka"),
     }
@@ -274,28 +292,44 @@ def test_every_client_gets_the_same_login() -> None:
         kafka_python_options(KafkaSecurity(protocol="SASL_SSL", username="bank"))
 
 
-def test_the_carrier_writes_its_topic_and_is_refused_the_others(secured: Secured) -> None:
+def test_the_carrier_writes_its_topics_and_is_refused_the_others(secured: Secured) -> None:
     producer = make_producer(secured.info.bootstrap, secured.login("carrier"))  # idempotent
     try:
         sent = producer.send(secured.topics["sim_events"], key=b"k", value=b"{}").get(timeout=30)
         assert sent.offset >= 0
-        with pytest.raises(TopicAuthorizationFailedError):
-            producer.send(secured.topics["bank_events"], value=b"{}").get(timeout=30)
+        snapshot = producer.send(secured.topics["holdings"], key=b"CMCC-GS\x1fk", value=b"{}")
+        assert snapshot.get(timeout=30).offset >= 0
+        for name in ("bank_events", "decisions"):
+            with pytest.raises(TopicAuthorizationFailedError):
+                producer.send(secured.topics[name], value=b"{}").get(timeout=30)
     finally:
         producer.close()
+    # nor may it read: not the alerts, nor the decisions, nor the snapshots (its own or others')
+    for name in ("alerts", "decisions"):
+        consumer = secured.consumer("carrier", group_id=None)
+        try:
+            with pytest.raises(TopicAuthorizationFailedError):
+                consumer.beginning_offsets([TopicPartition(secured.topics[name], 0)])
+        finally:
+            consumer.close()
     consumer = secured.consumer("carrier", group_id=None)
     try:
+        # WRITE implies DESCRIBE, so the offsets are listed; fetching records is refused
+        consumer.assign([TopicPartition(secured.topics["holdings"], 0)])
+        consumer.seek_to_beginning()
         with pytest.raises(TopicAuthorizationFailedError):
-            consumer.beginning_offsets([TopicPartition(secured.topics["alerts"], 0)])
+            consumer.poll(timeout_ms=10_000)
     finally:
         consumer.close()
 
 
-def test_the_bank_writes_its_topic_over_tls_and_is_refused_the_carriers(secured: Secured) -> None:
+def test_the_bank_writes_its_topics_over_tls_and_is_refused_the_carriers(secured: Secured) -> None:
     producer = make_producer(secured.tls_bootstrap, secured.login("bank", tls=True))
     try:
         sent = producer.send(secured.topics["bank_events"], value=b"{}").get(timeout=30)
         assert sent.offset >= 0
+        snapshot = producer.send(secured.topics["holdings"], key=b"ICBC-GS\x1fk", value=b"{}")
+        assert snapshot.get(timeout=30).offset >= 0
         with pytest.raises(TopicAuthorizationFailedError):
             producer.send(secured.topics["sim_events"], value=b"{}").get(timeout=30)
     finally:
@@ -316,7 +350,8 @@ def test_the_police_may_not_write_alerts_read_inputs_or_use_other_groups(
             producer.send(secured.topics["alerts"], value=b"{}").get(timeout=30)
     finally:
         producer.close()
-    for name in ("sim_events", "bank_events", "watchlist", "identity_events"):
+    names = ("sim_events", "bank_events", "watchlist", "holdings", "decisions", "identity_events")
+    for name in names:
         consumer = secured.consumer(
             "police", group_id=None
         )  # one a topic: the error is raised once
@@ -332,6 +367,38 @@ def test_the_police_may_not_write_alerts_read_inputs_or_use_other_groups(
             consumer.poll(timeout_ms=10_000)
     finally:
         consumer.close()
+
+
+def test_the_worker_reads_snapshots_and_writes_decisions_only(secured: Secured) -> None:
+    """What the check needs of the brokers, with the worker's own login (kafka-python here)."""
+    holdings, decisions = secured.topics["holdings"], secured.topics["decisions"]
+    marker = uuid.uuid4().hex.encode()
+    carrier = make_producer(secured.info.bootstrap, secured.login("carrier"))
+    try:
+        carrier.send(holdings, key=b"CMCC-GS\x1f" + marker, value=marker).get(timeout=30)
+    finally:
+        carrier.close()
+    consumer = secured.consumer("duanka", group_id=None)
+    try:
+        found = consumer.partitions_for_topic(holdings) or ()
+        partitions = [TopicPartition(holdings, p) for p in found]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while marker not in values and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                values.extend(record.value for record in batch)
+        assert marker in values
+    finally:
+        consumer.close()
+    worker = make_producer(secured.info.bootstrap, secured.login("duanka"))
+    try:
+        assert worker.send(decisions, value=b"{}").get(timeout=30).offset >= 0
+        with pytest.raises(TopicAuthorizationFailedError):  # snapshots come from their owners
+            worker.send(holdings, key=b"CMCC-GS\x1fk", value=b"{}").get(timeout=30)
+    finally:
+        worker.close()
 
 
 async def _connects(bootstrap: str, login: KafkaSecurity) -> bool:
