@@ -69,6 +69,34 @@ class Snapshot:
         return dict(self.accounts).get(account_class, 0)
 
 
+def snapshot_row(snapshot: Snapshot) -> list[Any]:
+    """A snapshot as a JSON array (no personal data): how the worker's envelopes carry it."""
+    return [
+        snapshot.source,
+        snapshot.as_of.isoformat(),
+        [list(pair) for pair in snapshot.sims],
+        [list(pair) for pair in snapshot.accounts],
+    ]
+
+
+def snapshot_from_row(row: Any) -> Snapshot:
+    """Read back `snapshot_row`; ValueError or TypeError on anything else."""
+    source, as_of, sims, accounts = row
+    if type(source) is not str or type(as_of) is not str:
+        raise ValueError("not a snapshot row")
+    when = datetime.fromisoformat(as_of)
+    if when.tzinfo is None:
+        raise ValueError("naive time")
+    return Snapshot(source, when, _pairs(sims, SIM_KINDS), _pairs(accounts, ACCOUNT_CLASSES))
+
+
+def _pairs(rows: Any, kinds: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    pairs = tuple((kind, count) for kind, count in rows)
+    if not all(kind in kinds and type(count) is int and count >= 0 for kind, count in pairs):
+        raise ValueError("not a count")
+    return pairs
+
+
 @dataclass(frozen=True, slots=True)
 class HoldingRecord:
     """A snapshot record as read: the person, and what they held."""

@@ -270,7 +270,8 @@ def create_app(
         origins,
     )
     app = wiring.app
-    events = frozenset(o for o in origins if not o.startswith(f"{settings.topics.watchlist}/"))
+    lists = (f"{settings.topics.watchlist}/", f"{settings.topics.holdings}/")
+    events = frozenset(o for o in origins if not o.startswith(lists))
     identities = IdentityStage(wiring, origins)
     outlets = OutletStage(wiring, events)
     agents = AgentStage(wiring)

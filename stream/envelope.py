@@ -1,6 +1,7 @@
 """Envelopes: what the worker's stages send each other, many items to one record.
 
-    identity topic (partition by pseudonym)   events, watchlist changes   from input partitions
+    identity topic (partition by pseudonym)   events, watchlist changes,  from input partitions
+                                              holdings snapshots
     outlet topic   (partition by outlet_id)   events                      from input partitions
     agent topic    (partition by agent_id)    signals of identity alerts  from identity partitions
 
@@ -26,6 +27,7 @@ import orjson
 
 from rules.errors import InvalidRecord
 from rules.event import PseudonymousEvent, pseudonymous_from_row, pseudonymous_row
+from rules.holdings import Snapshot, snapshot_from_row, snapshot_row
 from rules.state import AgentSignal, WatchEntry, signal_from_row, signal_row
 from rules.state import watch_from_row as _watch_from_row
 from rules.state import watch_row as _watch_row
@@ -73,6 +75,22 @@ class WatchItem:
 
 
 @dataclass(slots=True)
+class HoldingItem:
+    """An inventory snapshot for one identity at one source (None counts: its removal).
+
+    Like a watchlist change it sorts before every event: a snapshot says what
+    was held as of its own time, whatever came before it in the stream.
+    """
+
+    origin: str
+    subject_key: str
+    snapshot: Snapshot
+
+    key = FIRST
+    seq = 0
+
+
+@dataclass(slots=True)
 class SignalItem:
     """An identity alert on an event an agent handled, from its identity partition."""
 
@@ -83,7 +101,7 @@ class SignalItem:
     arrived: float | None = None
 
 
-Item = EventItem | WatchItem | SignalItem
+Item = EventItem | WatchItem | HoldingItem | SignalItem
 
 
 @dataclass(slots=True)
@@ -124,6 +142,8 @@ def _item_row(item: Item, origin: int) -> list[Any]:
         return ["e", origin, item.arrived, item.row]
     if isinstance(item, WatchItem):
         return ["w", origin, item.subject_key, _watch_row(item.entry)]
+    if isinstance(item, HoldingItem):
+        return ["h", origin, item.subject_key, snapshot_row(item.snapshot)]
     return ["s", origin, *_key_row(item.key), item.seq, signal_row(item.signal), item.arrived]
 
 
@@ -160,6 +180,8 @@ def _item(row: list[Any], origins: list[str]) -> Item:
         return EventItem(origin, pseudonymous_from_row(row[3]), _arrived(row[2]))
     if tag == "w" and len(row) == 4 and type(row[2]) is str:
         return WatchItem(origin, row[2], _watch_from_row(row[3]))
+    if tag == "h" and len(row) == 4 and type(row[2]) is str:
+        return HoldingItem(origin, row[2], snapshot_from_row(row[3]))
     if tag == "s" and len(row) == 8 and type(row[5]) is int:
         return SignalItem(origin, _key(row[2:5]), row[5], signal_from_row(row[6]), _arrived(row[7]))
     raise ValueError("item")

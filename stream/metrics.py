@@ -64,6 +64,12 @@ REJECTED_FIELDS = frozenset(
         "until",
         "list",
         "reason",
+        "basis",
+        "account_class",
+        "check_id",
+        "as_of",
+        "sims",
+        "accounts",
     }
 )
 OTHER_FIELD = "other"
@@ -159,6 +165,12 @@ class WorkerMetrics:
         self.watch_updates = Counter(
             "duanka_watchlist_updates",
             "Valid watchlist records read, by change (set or removed).",
+            ["change"],
+            registry=self.registry,
+        )
+        self.holdings_updates = Counter(
+            "duanka_holdings_snapshots",
+            "Valid holdings snapshots read, by change (set or removed).",
             ["change"],
             registry=self.registry,
         )

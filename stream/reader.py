@@ -6,14 +6,15 @@ it holds no state, so its partitions need not follow the tables'. Each record
 is validated and pseudonymised (a bad one goes to the dead-letter topic with
 its reason), then routed: an event to its identity's partition of the
 identity topic and, if outlet rules screen it, to its outlet's partition of
-the outlet topic; a watchlist change to its identity's partition.
+the outlet topic; a watchlist change or holdings snapshot to its identity's
+partition.
 
 Nothing is reordered here. Each input partition is an *origin*: the reader
 sends, with the envelopes, how far it has read each one (its mark: the last
 key, and the next offset to read), and the stages merge the origins back
-into event-time order. Watchlist partitions are origins too, whose items all
-sort first: until the watchlist is read to its end, no event goes ahead of
-an entry that could concern it.
+into event-time order. Watchlist and holdings partitions are origins too,
+whose items all sort first: until they are read to their end, no event goes
+ahead of an entry or a snapshot that could concern it.
 
 Offsets are committed once Kafka has every envelope and dead letter made
 from the records before them.
@@ -33,10 +34,11 @@ from aiokafka.structs import TopicPartition
 
 from rules.deadletter import encode_dead_letter
 from rules.errors import InvalidEvent, InvalidRecord
-from rules.event import parse_event, pseudonymise
+from rules.event import EARLIEST_TIME, parse_event, pseudonymise
+from rules.holdings import KEY_SEPARATOR, Snapshot, parse_holding
 from rules.replay import LATE, sort_key
 from rules.watchlist import parse_watch, watch_identity
-from stream.envelope import EventItem, WatchItem
+from stream.envelope import EventItem, HoldingItem, WatchItem
 from stream.ordering import FIRST, Mark
 from stream.outbox import Outbox
 from stream.partitioner import cached_partition_of, partitions_of
@@ -100,7 +102,7 @@ class InputReader:
     async def run(self) -> None:
         """Read until cancelled."""
         consumer = self.consumer = self.make_consumer()
-        inputs = [*self.topics.inputs, self.topics.watchlist]
+        inputs = [*self.topics.inputs, self.topics.watchlist, self.topics.holdings]
         consumer.subscribe(inputs, listener=Rebalance(self))
         await consumer.start()
         try:
@@ -127,7 +129,7 @@ class InputReader:
 
     def take(
         self, tp: TopicPartition, record: Any, now: float, arrived: float
-    ) -> EventItem | WatchItem | None:
+    ) -> EventItem | WatchItem | HoldingItem | None:
         """The item a record makes (None once it is dead-lettered); moves the partition's mark."""
         origin = origin_of(tp)
         if tp in self.peeking and self.peek(tp, record):
@@ -137,10 +139,12 @@ class InputReader:
         if self.pending_since is None:
             self.pending_since = now
         mark = self.marks.get(origin, Mark(FIRST))
-        item: EventItem | WatchItem
+        item: EventItem | WatchItem | HoldingItem
         try:
             if tp.topic == self.topics.watchlist:
                 item = self.watch_item(origin, record)
+            elif tp.topic == self.topics.holdings:
+                item = self.holding_item(origin, record)
             else:
                 item = self.event_item(origin, record, arrived)
         except InvalidRecord as error:
@@ -193,12 +197,36 @@ class InputReader:
         self.w.metrics.watch_updates.labels("removed" if item.entry is None else "set").inc()
         return item
 
-    def route(self, items: list[EventItem | WatchItem | None]) -> None:
+    def holding_item(self, origin: str, record: Any) -> HoldingItem:
+        """An inventory snapshot; a null value (keyed source, \\x1f, id number) clears one."""
+        pseudonymizer = self.w.pseudonymizer
+        if record.value is not None:
+            holding = parse_holding(record.value)
+            key = pseudonymizer.subject_key(holding.id_type, holding.id_number)
+            item = HoldingItem(origin, key, holding.snapshot)
+        else:
+            try:
+                source, number = (record.key or b"").decode().split(KEY_SEPARATOR, 1)
+            except (UnicodeDecodeError, ValueError):
+                raise InvalidRecord(
+                    "key", "a holdings record is keyed source\\x1fid_number"
+                ) from None
+            id_type, number = watch_identity(number)
+            # no snapshot at that source any more: what it counted is gone, events count
+            item = HoldingItem(
+                origin,
+                pseudonymizer.subject_key(id_type, number),
+                Snapshot(source, EARLIEST_TIME, (), ()),
+            )
+        self.w.metrics.holdings_updates.labels("removed" if record.value is None else "set").inc()
+        return item
+
+    def route(self, items: list[EventItem | WatchItem | HoldingItem | None]) -> None:
         """Each item to its identity's partition and, for what outlet rules screen, its outlet's."""
         engine, partitions = self.w.engine, self.w.partitions
-        to_identity: list[EventItem | WatchItem] = []
+        to_identity: list[EventItem | WatchItem | HoldingItem] = []
         for item in items:
-            if isinstance(item, WatchItem):
+            if isinstance(item, WatchItem | HoldingItem):
                 to_identity.append(item)
             elif item is not None:
                 event = item.event
@@ -208,7 +236,7 @@ class InputReader:
                     target = cached_partition_of(event.outlet_id.encode(), partitions)
                     self.outlet_box.add(target, item)
         keys = [
-            (item.subject_key if isinstance(item, WatchItem) else item.event.subject_key).encode()
+            (item.event.subject_key if isinstance(item, EventItem) else item.subject_key).encode()
             for item in to_identity
         ]
         for item, target in zip(to_identity, partitions_of(keys, partitions), strict=True):
@@ -314,7 +342,7 @@ class InputReader:
         """Resume each event partition one record early, to learn the key it had got to."""
         self.assigned = set(assigned)
         for tp in assigned:
-            if tp.topic == self.topics.watchlist:
+            if tp.topic in (self.topics.watchlist, self.topics.holdings):
                 continue
             committed = await consumer.committed(tp)
             if committed:

@@ -37,7 +37,15 @@ from rules.state import (
     encode_outlet,
 )
 from stream.cache import StateCache
-from stream.envelope import EventItem, Item, SignalItem, WatchItem, decode_envelope, event_order
+from stream.envelope import (
+    EventItem,
+    HoldingItem,
+    Item,
+    SignalItem,
+    WatchItem,
+    decode_envelope,
+    event_order,
+)
 from stream.flush import Part, checkpoint, flush
 from stream.internals import TablePartition
 from stream.ordering import Ends
@@ -138,7 +146,7 @@ class Stage(Generic[S]):
         arrived = [
             item.arrived
             for item in items
-            if not isinstance(item, WatchItem) and item.arrived is not None
+            if isinstance(item, EventItem | SignalItem) and item.arrived is not None
         ]
         if arrived:
             self.w.metrics.stage_delay(self.kind, point, time.time() - min(arrived))
@@ -297,6 +305,11 @@ class IdentityStage(Stage[IdentityState]):
         if isinstance(item, WatchItem):
             key = item.subject_key.encode()
             engine.watch(part.cache.get(key), item.entry)
+            part.cache.changed(key)
+            return
+        if isinstance(item, HoldingItem):
+            key = item.subject_key.encode()
+            engine.hold(part.cache.get(key), item.snapshot)
             part.cache.changed(key)
             return
         assert isinstance(item, EventItem)

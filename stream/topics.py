@@ -154,7 +154,7 @@ def require_topics(settings: Settings, names: list[str], timeout_s: float = 15.0
 def input_origins(settings: Settings) -> frozenset[str]:
     """Every partition of the input topics, as "topic/partition": the stages' origins."""
     topics = settings.topics
-    names = [*topics.inputs, topics.watchlist]
+    names = [*topics.inputs, topics.watchlist, topics.holdings]
     admin = admin_client(settings)
     try:
         found = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import orjson
 import pytest
@@ -13,11 +13,13 @@ from strategies import pseudonymous_events
 from rules.alert import Evidence
 from rules.errors import InvalidRecord
 from rules.event import PseudonymousEvent
+from rules.holdings import Snapshot
 from rules.state import AgentSignal, WatchEntry
 from stream.envelope import (
     ENVELOPE_SCHEMA,
     Envelope,
     EventItem,
+    HoldingItem,
     SignalItem,
     WatchItem,
     decode_envelope,
@@ -50,13 +52,17 @@ def signal_of(event: PseudonymousEvent) -> AgentSignal:
 def test_identity_envelopes_round_trip(
     events: list[tuple[PseudonymousEvent, float | None]], marks: dict[str, Mark]
 ) -> None:
-    items: list[EventItem | WatchItem | SignalItem] = [
+    items: list[EventItem | WatchItem | HoldingItem | SignalItem] = [
         EventItem(f"in/{n}", event, arrived) for n, (event, arrived) in enumerate(events)
     ]
     items.append(
         WatchItem("list/0", "k:1", WatchEntry("all", date(2025, 1, 1), date(2030, 1, 1), "x"))
     )
     items.append(WatchItem("list/0", "k:2", None))
+    as_of = datetime(2026, 11, 30, 16, tzinfo=UTC)
+    sims = (("personal", 3), ("iot", 1))
+    items.append(HoldingItem("holdings/1", "k:3", Snapshot("CMCC-GS", as_of, sims, ())))
+    items.append(HoldingItem("holdings/1", "k:3", Snapshot("ICBC-GS", as_of, (), (("I", 1),))))
     envelope = Envelope("identity", items, marks)
     assert decode_envelope(encode_envelope(envelope), "identity") == envelope
 
