@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from stream.cache import Row, StateCache
-from stream.envelope import Envelope, Item
+from stream.envelope import Envelope, EventItem, Item
 from stream.ordering import Ends, Merge
 
 S = TypeVar("S")
@@ -58,26 +58,43 @@ class Part(Generic[S]):
         self.unacked: list[Pending] = []
         self.alive = True  # False once the partition was taken away: nothing more is written
         self.held_since: float | None = None  # since when the merge has held something
+        self.read_to = -1  # the offset of the last envelope received
+        # events the merge holds, by identity: what a pre-opening check waits for
+        self.waiting: dict[str, int] = {}
 
     def receive(self, envelope: Envelope, offset: int) -> None:
         pending = Pending(len(envelope.items), offset)
+        waiting = self.waiting
         for item in envelope.items:
             self.merge.push(item.key, item.seq, (item, pending))
+            if isinstance(item, EventItem):
+                key = item.event.subject_key
+                waiting[key] = waiting.get(key, 0) + 1
         for origin, mark in envelope.marks.items():
             self.merge.mark(origin, mark)
         self.unacked.append(pending)
+        self.read_to = offset
 
     def release(self, ends: Ends | None = None, before: int = 0) -> list[Item]:
         """The items the merge lets go, in event-time order; the caller screens them now."""
         released = []
+        waiting = self.waiting
         for item, pending in self.merge.release(ends, before):
             pending.left -= 1
             released.append(item)
+            if isinstance(item, EventItem):
+                key = item.event.subject_key
+                left = waiting[key] - 1
+                if left:
+                    waiting[key] = left
+                else:
+                    del waiting[key]
         return released
 
     def skip(self, offset: int) -> None:
         """An envelope with nothing to screen (one dead-lettered): committed in its turn."""
         self.unacked.append(Pending(0, offset))
+        self.read_to = offset
 
     def take_done(self) -> int | None:
         """The offset to commit: after the envelopes, in the order read, up to the first held.

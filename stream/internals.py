@@ -129,3 +129,9 @@ def _abandon(seconds: float, pending: Callable[[], str]) -> None:
     logging.getLogger("duanka.worker").error(message)
     print(f"duanka: error: {message}", file=sys.stderr, flush=True)
     os._exit(1)
+
+
+def recovering(app: Any) -> bool:
+    """Whether faust is still restoring the tables from their changelogs (public attributes)."""
+    recovery = app.tables.recovery
+    return bool(not recovery.completed.is_set() or recovery.in_recovery)

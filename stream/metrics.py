@@ -168,6 +168,25 @@ class WorkerMetrics:
             ["change"],
             registry=self.registry,
         )
+        self.checks = Counter(
+            "duanka_checks",
+            "Pre-opening checks answered, by outcome: allow, review, refuse; invalid (400), "
+            "unavailable (503); stale counts those answered past check.max_wait_ms too.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "duanka_check_refusals",
+            "Refused checks, by each rule that blocked them.",
+            ["rule_id"],
+            registry=self.registry,
+        )
+        self.check_seconds = Histogram(
+            "duanka_check_seconds",
+            "Time to answer a pre-opening check on the worker the caller reached.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.holdings_updates = Counter(
             "duanka_holdings_snapshots",
             "Valid holdings snapshots read, by change (set or removed).",

@@ -35,6 +35,8 @@ TOPIC_NAMES = (
     "watchlist",
     "alerts",
     "deadletter",
+    "holdings",
+    "decisions",
     "identity_events",
     "outlet_events",
     "agent_signals",
@@ -56,6 +58,8 @@ class WorkerRun:
     security: dict[str, str] = field(default_factory=dict)
     # more settings of the config's worker section
     worker: dict[str, Any] = field(default_factory=dict)
+    # the config's check section
+    check: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topics = {name: f"{name}-{self.run}" for name in TOPIC_NAMES}
@@ -75,6 +79,7 @@ class WorkerRun:
                         "data_dir": str(self.root / "data"),
                         **self.worker,
                     },
+                    "check": self.check,
                 }
             )
         )
