@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -16,17 +17,21 @@ import pytest
 from workerkit import WorkerRun
 
 DOC = Path(__file__).parents[2] / "docs" / "connecting.md"
+TopicFactory = Callable[..., str]  # the topic_factory fixture
 DEFAULT_TOPICS = {
     "carrier.sim-events": "sim_events",
     "bank.account-events": "bank_events",
     "police.alerts": "alerts",
     "screening.watchlist": "watchlist",
     "screening.deadletter": "deadletter",
+    "screening.holdings": "holdings",
 }
 
 
 @pytest.fixture
-def run(worker_run: WorkerRun) -> WorkerRun:
+def run(worker_run: WorkerRun, topic_factory: TopicFactory) -> WorkerRun:
+    # the worker's config names no holdings topic: the examples get one of their own
+    worker_run.topics["holdings"] = topic_factory(prefix="holdings")
     return worker_run
 
 
@@ -66,7 +71,7 @@ def test_the_examples_send_events_and_read_their_alerts(run: WorkerRun) -> None:
     sh = blocks("sh")
     py = blocks("python")
     carrier_kcat, bank_kcat = (b for b in sh if "kcat -P" in b and "event_type" in b)
-    carrier_py, bank_py, police_py = py
+    carrier_py, bank_py, police_py = (b for b in py if "duanka.holding/1" not in b)
     run.start()
 
     shell(carrier_kcat, run)
@@ -99,3 +104,45 @@ def test_the_examples_send_events_and_read_their_alerts(run: WorkerRun) -> None:
     assert [r.key for r in entries] == [b"11010519491231002X"] * 2
     assert orjson.loads(entries[0].value)["scope"] == "telecom"
     assert entries[1].value is None
+
+
+def test_the_holdings_examples_load_and_publish_snapshots(run: WorkerRun, tmp_path: Path) -> None:
+    (tmp_path / "holdings.jsonl").write_text(blocks("json")[0])
+    (tmp_path / "holdings.csv").write_text(blocks("csv")[0])
+    load = next(b for b in blocks("sh") if "duanka holdings load" in b).split("#")[0].split()
+    assert load == ["duanka", "holdings", "load", "holdings.csv"]
+    env = {**run.env, "DUANKA_TOPIC_HOLDINGS": run.topics["holdings"]}
+    loaded = [
+        subprocess.run(
+            [sys.executable, "-m", "stream.cli", "holdings", "load", name],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for name in ("holdings.jsonl", "holdings.csv")
+    ]
+    assert (loaded[0].returncode, loaded[0].stderr) == (0, "")
+    # the rejection as the document shows it
+    assert loaded[1].returncode == 1
+    assert loaded[1].stderr + loaded[1].stdout == localise(blocks("text")[0], run)
+    shell(next(b for b in blocks("sh") if "screening.holdings -K" in b), run)
+    python(next(b for b in blocks("python") if "duanka.holding/1" in b), run)
+
+    records = run.read("holdings", until=lambda rs: len(rs) >= 4, settle=0)
+    by_key: dict[bytes, list[tuple[dict[str, int], dict[str, int]]]] = {}
+    for record in records:  # in order within a key: one key, one partition
+        value = orjson.loads(record.value)
+        by_key.setdefault(record.key, []).append((value["sims"], value["accounts"]))
+    assert by_key == {
+        b"CMCC-GS\x1f11010519491231002X": [
+            ({"personal": 3}, {}),  # the JSON-lines file, as the engine writes it
+            ({"personal": 3, "iot": 0}, {}),  # kcat, as written
+        ],
+        b"ICBC-GS\x1f11010519491231002X": [
+            ({}, {"I": 1, "II": 2}),  # the CSV file
+            ({}, {"I": 1, "II": 2}),  # kafka-python
+        ],
+    }
