@@ -83,6 +83,11 @@ def test_the_examples_send_events_and_read_their_alerts(run: WorkerRun) -> None:
     records = run.read("alerts", until=lambda rs: len(rs) >= len(expected))
     assert {orjson.loads(r.value)["rule_id"] for r in records} == expected
     assert not run.read("deadletter", until=lambda rs: False, timeout=1, settle=0)
+    # kcat and kafka-python put the person's records in one partition of each topic
+    for name in ("sim_events", "bank_events"):
+        sent = run.read(name, until=lambda rs: len(rs) >= 2, settle=0)
+        assert len(sent) == 2
+        assert len({r.partition for r in sent}) == 1
 
     # the police's kcat reads them all; their consumer prints each one once
     reading = next(b for b in sh if "-o beginning -e -q     #" in b).splitlines()[0]
@@ -132,6 +137,8 @@ def test_the_holdings_examples_load_and_publish_snapshots(run: WorkerRun, tmp_pa
     python(next(b for b in blocks("python") if "duanka.holding/1" in b), run)
 
     records = run.read("holdings", until=lambda rs: len(rs) >= 4, settle=0)
+    # each key in one partition, whichever client sent it: a later snapshot replaces it
+    assert len({(r.key, r.partition) for r in records}) == len({r.key for r in records}) == 2
     by_key: dict[bytes, list[tuple[dict[str, int], dict[str, int]]]] = {}
     for record in records:  # in order within a key: one key, one partition
         value = orjson.loads(record.value)
