@@ -59,6 +59,7 @@ class WatchRecord:
                 "list": e.list,
                 "reason": e.reason,
             }
+            | ({"basis": e.basis} if e.basis else {})
         )
 
 
@@ -108,9 +109,24 @@ def watch_from_fields(obj: dict[str, Any]) -> WatchRecord:
     reason = obj.get("reason") or ""
     if not isinstance(reason, str):
         raise InvalidWatch("reason", "must be a string")
-    return WatchRecord(
-        id_type, id_number, WatchEntry(scope, since, until, _text(obj, "list"), reason)
-    )
+    basis = obj.get("basis") or ""
+    if not isinstance(basis, str):
+        raise InvalidWatch("basis", "must be a string")
+    entry = WatchEntry(scope, since, until, _text(obj, "list"), reason, basis)
+    return WatchRecord(id_type, id_number, entry)
+
+
+LONG_PERIOD_YEARS = 5  # the 2024 regime lists people for 2 or 3 years, at most 5 in a row
+
+
+def is_long(entry: WatchEntry) -> bool:
+    """Whether the entry's period is longer than the regime's 5 years (accepted, but unusual)."""
+    since = entry.since
+    try:
+        limit = since.replace(year=since.year + LONG_PERIOD_YEARS)
+    except ValueError:  # 29 February, five years on, is 1 March
+        limit = date(since.year + LONG_PERIOD_YEARS, 3, 1)
+    return entry.until > limit
 
 
 def _text(obj: dict[str, Any], name: str) -> str:

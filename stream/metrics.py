@@ -168,6 +168,11 @@ class WorkerMetrics:
             ["change"],
             registry=self.registry,
         )
+        self.watch_long = Counter(
+            "duanka_watchlist_long_periods",
+            "Watchlist entries read whose period is longer than 5 years (accepted, unusual).",
+            registry=self.registry,
+        )
         self.checks = Counter(
             "duanka_checks",
             "Pre-opening checks answered, by outcome: allow, review, refuse; invalid (400), "

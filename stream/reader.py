@@ -37,7 +37,7 @@ from rules.errors import InvalidEvent, InvalidRecord
 from rules.event import EARLIEST_TIME, parse_event, pseudonymise
 from rules.holdings import KEY_SEPARATOR, Snapshot, parse_holding
 from rules.replay import LATE, sort_key
-from rules.watchlist import parse_watch, watch_identity
+from rules.watchlist import is_long, parse_watch, watch_identity
 from stream.envelope import EventItem, HoldingItem, WatchItem
 from stream.ordering import FIRST, Mark
 from stream.outbox import Outbox
@@ -186,6 +186,19 @@ class InputReader:
             watch = parse_watch(record.value)
             key = pseudonymizer.subject_key(watch.id_type, watch.id_number)
             item = WatchItem(origin, key, watch.entry)
+            if is_long(watch.entry):
+                entry = watch.entry
+                self.w.metrics.watch_long.inc()
+                log.warning(
+                    "unusual watchlist entry: %s to %s is more than 5 years (list %s, "
+                    "topic %s partition %d offset %d); accepted",
+                    entry.since,
+                    entry.until,
+                    entry.list[:40],
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
         else:
             if not record.key:
                 raise InvalidRecord("key", "a watchlist record is keyed by its id number")

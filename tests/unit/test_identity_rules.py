@@ -36,7 +36,7 @@ from rulekit import (
 from rules.alert import Alert
 from rules.engine import Screening
 from rules.event import PseudonymousEvent
-from rules.state import IdentityState, WatchEntry, event_key
+from rules.state import IdentityState, WatchEntry, decode_identity, encode_identity, event_key
 
 CHURN = "sim_churn"
 MAIL = "sim_mail_out_of_province"
@@ -421,6 +421,19 @@ def test_watchlist_fires_on_every_opening_with_its_content() -> None:
     assert alert.summary_en == (
         "person on the credit_punishment list (telecom, 2025-03-01 to 2030-03-01) opened a SIM"
     )
+
+
+def test_the_basis_of_a_listing_is_repeated_in_the_alert() -> None:
+    basis = "2024 joint punishment, conviction"
+    listed = WatchEntry(
+        "telecom", date(2025, 3, 1), date(2028, 3, 1), "credit_punishment", "sold", basis
+    )
+    [alert] = run(watched(listed), [ev(0 * DAY)], WATCH)
+    assert alert.facts["basis"] == basis
+    assert alert.summary_en.endswith(f"opened a SIM; basis: {basis}")
+    assert alert.summary_zh.endswith(f"办理号卡；依据：{basis}")
+    state = decode_identity(encode_identity(watched(listed).identities[key_of(LOCAL)]))
+    assert state.watch == listed
 
 
 def test_watchlist_bank_summary_and_settings() -> None:

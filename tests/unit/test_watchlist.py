@@ -18,6 +18,7 @@ from rules.state import WatchEntry
 from rules.watchlist import (
     InvalidWatch,
     WatchRecord,
+    is_long,
     parse_watch,
     read_watchlist,
     watch_from_fields,
@@ -55,6 +56,31 @@ def record(**changes: Any) -> bytes:
 
 def test_the_contract_example_parses() -> None:
     assert parse_watch(record()) == WatchRecord("resident_id", RESIDENT, EXAMPLE_ENTRY)
+
+
+def test_an_optional_basis_is_kept_and_written_back() -> None:
+    basis = "2024 joint punishment, conviction"
+    parsed = parse_watch(record(basis=basis))
+    assert parsed.entry.basis == basis
+    assert parse_watch(parsed.to_json()) == parsed
+    assert b"basis" not in parse_watch(record()).to_json()
+    with pytest.raises(InvalidRecord) as caught:
+        parse_watch(record(basis=["x"]))
+    assert (caught.value.field, caught.value.reason) == ("basis", "must be a string")
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "long"),
+    [
+        ("2025-03-01", "2030-03-01", False),  # five years exactly: the regime's most
+        ("2025-03-01", "2030-03-02", True),
+        ("2024-12-01", "2027-12-01", False),
+        ("2024-02-29", "2029-03-01", False),  # from 29 February: up to 1 March
+        ("2024-02-29", "2029-03-02", True),
+    ],
+)
+def test_periods_over_five_years_are_long(since: str, until: str, long: bool) -> None:
+    assert is_long(parse_watch(record(since=since, until=until)).entry) is long
 
 
 @pytest.mark.parametrize(
