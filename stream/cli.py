@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_watchlist(commands)
     _add_holdings(commands)
+    _add_check(commands)
     _add_report(commands)
     for command in commands.choices.values():
         # `duanka replay --config F` works as well as `duanka --config F replay`
@@ -483,6 +484,41 @@ def _holdings(args: argparse.Namespace, settings: Settings) -> int:
     from producers.holdings import load_file
 
     return load_file(args.file, settings, progress=not args.quiet)
+
+
+def _add_check(commands: Commands) -> None:
+    check = commands.add_parser(
+        "check",
+        help="send a file of pre-opening checks to a worker's POST /v1/check, one at a time",
+    )
+    check.add_argument("file", type=Path, help="JSON-lines file of duanka.check/1 requests")
+    check.add_argument(
+        "--url",
+        help="where to send them (default: http://WEB_HOST:WEB_PORT/v1/check of the config's "
+        "worker section)",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print each decision document as returned (rejected lines go to stderr)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for each answer (default 10)",
+    )
+    check.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.check import default_url, run_checks
+
+    if args.timeout <= 0:
+        raise DuankaError("--timeout must be above 0")
+    url = args.url or default_url(settings)
+    return run_checks(args.file, url, args.timeout, as_json=args.json)
 
 
 def _add_report(commands: Commands) -> None:
