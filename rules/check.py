@@ -15,6 +15,7 @@ replay the check's `occurred_at`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -57,15 +58,21 @@ def decide(
     now: float,
     ttl_s: float,
     remember_s: float,
+    pending: Sequence[PseudonymousEvent] = (),
 ) -> Outcome:
-    """Decide on `opening` (made by `parse_check`) at `now`; reserves its place in `state`."""
+    """Decide on `opening` (made by `parse_check`) at `now`; reserves its place in `state`.
+
+    `pending` are events of the identity already read but not yet applied to
+    `state` (the stream holds them back for event-time order): the trial
+    applies them first, as the stream will.
+    """
     assert opening.check_id is not None
     forget(state, now)
     key = check_key(opening.source, opening.check_id)
     known = state.checks.get(key)
     if known is not None:
         return Outcome(known.answer, repeat=True)
-    alerts = trial(engine, state, opening, now)
+    alerts = trial(engine, state, opening, now, pending)
     reasons = [reason_of(alert) for alert in alerts]
     if any(alert.action == "block" for alert in alerts):
         decision = "refuse"
@@ -95,16 +102,25 @@ def decide(
 
 
 def trial(
-    engine: Engine, state: IdentityState, opening: PseudonymousEvent, now: float
+    engine: Engine,
+    state: IdentityState,
+    opening: PseudonymousEvent,
+    now: float,
+    pending: Sequence[PseudonymousEvent] = (),
 ) -> list[Alert]:
-    """The identity alerts `opening` would raise now, on a copy of `state` with the reservations."""
+    """The identity alerts `opening` would raise now, on a copy of `state`.
+
+    The copy first takes the `pending` events and the openings of the
+    reservations still running, in event-time order, as if they had happened.
+    """
     copy = decode_identity(encode_identity(state))
-    reserved = [
+    earlier = [
         pseudonymous_from_row(record.reserved)
         for record in state.checks.values()
         if record.reserved is not None and record.expires > now
     ]
-    for event in sorted(reserved, key=_order):
+    earlier += pending
+    for event in sorted(earlier, key=_order):
         engine.screen_identity(copy, event)
     return engine.screen_identity(copy, opening).alerts
 

@@ -12,10 +12,10 @@ it forwards the pseudonymous opening, never the id number, to that worker's
 method and headers of a request but not its body.
 
 The owner waits until its identity stage has read its partition up to where
-it ended when the check came, and holds no event of the identity back in
-its ordering, or until `check.max_wait_ms` (then the answer is `"stale":
-true`). It then decides (rules/check.py) on the identity's state with no
-await in between, so checks of one identity are decided one after another
+it ended when the check came, or until `check.max_wait_ms` (then the answer
+is `"stale": true`). It then decides (rules/check.py) on the identity's
+state and the identity's events the stage holds back for event-time order,
+with no await in between, so checks of one identity are decided one after another
 and never both take the last slot. The reservation is part of the identity's
 state and reaches the changelog with the stage's next flush; every decision
 goes to `screening.decisions`, keyed by the pseudonym.
@@ -145,10 +145,11 @@ class Checker:
         stage = self.stage
         if partition not in stage.assigned or recovering(self.w.app):
             raise Unavailable(f"partition {partition} is being recovered or moved")
-        stale = not await self.caught_up(opening.subject_key, partition)
+        stale = not await self.caught_up(partition)
         part, _ = stage.part(partition)
         key = opening.subject_key.encode()
         state = part.cache.get(key)
+        held = part.waiting.get(opening.subject_key, ())
         outcome = decide(
             self.w.engine,
             state,
@@ -156,6 +157,7 @@ class Checker:
             time.time(),
             self.settings.reservation_ttl_s,
             self.settings.remember_s,
+            [item.event for item in held],
         )
         if not outcome.repeat:
             part.cache.changed(key)
@@ -167,20 +169,27 @@ class Checker:
             if reason["action"] == "block" and outcome.decision == "refuse":
                 metrics.refusals.labels(reason["rule_id"]).inc()
         audit = orjson.dumps(audit_document(opening, outcome, stale))
-        stage.sends.append(
-            await self.w.sender.send(self.w.settings.topics.decisions, audit, key=key)
-        )
+        # the answer does not wait for Kafka; the stage's next flush does, before it commits
+        stage.sends.append(asyncio.ensure_future(self.audit(audit, key)))
         return orjson.dumps(decision_document(opening, outcome, stale))
 
-    async def caught_up(self, subject_key: str, partition: int) -> bool:
-        """Whether the stage has every event already read for the identity (within the wait)."""
+    async def audit(self, value: bytes, key: bytes) -> None:
+        await (await self.w.sender.send(self.w.settings.topics.decisions, value, key=key))
+
+    async def caught_up(self, partition: int) -> bool:
+        """Whether the stage has read its partition to where it ended when the check came.
+
+        What it has read is either in the state or held back for event-time
+        order (`Part.waiting`, which the decision takes in), so only envelopes
+        still on their way are waited for.
+        """
         stage = self.stage
         tp = TP(stage.topic, partition)
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
         end = self.w.app.consumer.highwater(tp)
         while True:
             part, _ = stage.part(partition)
-            if (end is None or part.read_to + 1 >= end) and subject_key not in part.waiting:
+            if end is None or part.read_to + 1 >= end:
                 return True
             if time.monotonic() >= deadline:
                 return False

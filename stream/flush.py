@@ -59,8 +59,8 @@ class Part(Generic[S]):
         self.alive = True  # False once the partition was taken away: nothing more is written
         self.held_since: float | None = None  # since when the merge has held something
         self.read_to = -1  # the offset of the last envelope received
-        # events the merge holds, by identity: what a pre-opening check waits for
-        self.waiting: dict[str, int] = {}
+        # the events the merge holds, by identity: what a pre-opening check adds to the state
+        self.waiting: dict[str, list[EventItem]] = {}
 
     def receive(self, envelope: Envelope, offset: int) -> None:
         pending = Pending(len(envelope.items), offset)
@@ -68,8 +68,11 @@ class Part(Generic[S]):
         for item in envelope.items:
             self.merge.push(item.key, item.seq, (item, pending))
             if isinstance(item, EventItem):
-                key = item.event.subject_key
-                waiting[key] = waiting.get(key, 0) + 1
+                held = waiting.get(item.event.subject_key)
+                if held is None:
+                    waiting[item.event.subject_key] = [item]
+                else:
+                    held.append(item)
         for origin, mark in envelope.marks.items():
             self.merge.mark(origin, mark)
         self.unacked.append(pending)
@@ -84,10 +87,9 @@ class Part(Generic[S]):
             released.append(item)
             if isinstance(item, EventItem):
                 key = item.event.subject_key
-                left = waiting[key] - 1
-                if left:
-                    waiting[key] = left
-                else:
+                held = waiting[key]
+                del held[next(i for i, other in enumerate(held) if other is item)]
+                if not held:
                     del waiting[key]
         return released
 

@@ -205,3 +205,13 @@ def test_the_decision_document() -> None:
     assert document["subject"] == {"key": request.subject_key, "id_masked": request.id_masked}
     assert document["stale"] is False
     assert GANSU[0] not in orjson.dumps(document).decode()
+
+
+def test_events_held_back_for_order_count_as_if_applied() -> None:
+    # the stream has read the month's first activation but not applied it yet
+    e = engine()
+    state = IdentityState()
+    held = ev(timedelta(minutes=-5), id=BEIJING[2])
+    outcome = decide(e, state, opening("chk-1", id_number=BEIJING[2]), NOW, TTL, REMEMBER, [held])
+    assert outcome.rule_ids == ["sim_nonlocal_monthly_limit"]
+    assert state.history.items == []  # the held event is the stream's to apply
