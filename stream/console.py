@@ -3,11 +3,16 @@
 It reads the alert topic as any police consumer would, with a consumer of its
 own (no consumer group, every partition, from the beginning), not the
 worker's internals: what the page shows is what was delivered. `Console`
-keeps the newest alerts in memory and counts all of them; `read_alert_topic`
-feeds it; `install_console` adds the reader and the pages to the Faust app:
+keeps the newest alerts in memory and counts all of them. It reads the
+decisions topic (the pre-opening checks' audit) the same way, with a second
+consumer, and keeps only counts of it: checks decided by outcome, and
+refusals by the rule that blocked them (`Checks`); no subject, not even its
+pseudonym. `read_topic` feeds either; `install_console` adds the two
+readers and the pages to the Faust app:
 
     /console/              the page (static HTML, inline CSS and JavaScript)
-    /console/alerts.json   alerts after a sequence number, filtered, newest first
+    /console/alerts.json   alerts after a sequence number, filtered, newest first,
+                           with the counts of alerts and of decisions
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import hashlib
 import logging
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -30,8 +35,9 @@ from aiokafka.errors import KafkaError
 
 from rules.alert import SEVERITIES, Alert, decode_alert, encode_alert
 from rules.config import KafkaSecurity, RuleSettings, Settings
-from rules.errors import InvalidAlert
+from rules.errors import InvalidAlert, InvalidRecord
 from rules.regions import PROVINCES
+from stream.decisions import DecisionCounts, blocking_rules
 from stream.security import aiokafka_options
 
 log = logging.getLogger("duanka.console")
@@ -47,6 +53,7 @@ BATCH_RECORDS = 500
 RETRY_S = 5.0
 PAGE = "static/console.html"
 RULE_IDS = tuple(f.name for f in fields(RuleSettings))
+BLOCKING_RULE_IDS = blocking_rules(RuleSettings())
 PROVINCE_NAMES = {p.code: {"zh": p.name_zh, "en": p.name_en} for p in PROVINCES.values()}
 
 
@@ -103,8 +110,44 @@ class Entry:
     row: dict[str, Any]
 
 
+class Checks:
+    """What the console knows of the decisions topic: counts, each check once, and no subject.
+
+    `rule_ids` are the rules listed under refusals from the start (those
+    configured to block); a refusal by any other rule adds it.
+    """
+
+    def __init__(
+        self,
+        rule_ids: Iterable[str] = BLOCKING_RULE_IDS,
+        remember: int = IDS_REMEMBERED,
+        topic: str = "",
+    ) -> None:
+        self.topic = topic
+        self.status = "starting"
+        self.counts = DecisionCounts(rule_ids, remember)
+
+    def receive(self, values: Iterable[bytes | None]) -> list[InvalidRecord]:
+        """Decode and count a batch of records; the errors of those that are not decisions."""
+        return list(self.counts.receive(values))
+
+    def view(self) -> dict[str, Any]:
+        counts = self.counts
+        return {
+            "counts": counts.counts(),
+            "total": counts.total,
+            "skipped": counts.skipped,
+            "repeats": counts.repeats,
+            "topic": self.topic,
+            "status": self.status,
+        }
+
+
 class Console:
-    """The newest alerts read (bounded), and counts over every distinct alert read."""
+    """The newest alerts read (bounded), and counts over every distinct alert read.
+
+    `checks` holds the counts of the decisions topic, shown beside the alerts'.
+    """
 
     def __init__(
         self,
@@ -112,8 +155,10 @@ class Console:
         keep: int = ALERTS_KEPT,
         remember: int = IDS_REMEMBERED,
         topic: str = "",
+        checks: Checks | None = None,
     ) -> None:
         self.topic = topic
+        self.checks = checks or Checks(remember=remember)
         self.status = "starting"
         self.seq = 0
         self.skipped = 0
@@ -146,10 +191,10 @@ class Console:
         """Count a record that is not an alert."""
         self.skipped += 1
 
-    def receive(self, values: Iterable[bytes | None]) -> list[InvalidAlert]:
+    def receive(self, values: Iterable[bytes | None]) -> list[InvalidRecord]:
         """Decode and add a batch of records, oldest detection first; the errors of the rest."""
         alerts: list[Alert] = []
-        errors: list[InvalidAlert] = []
+        errors: list[InvalidRecord] = []
         for value in values:
             try:
                 alerts.append(decode_alert(value or b""))
@@ -182,6 +227,8 @@ class Console:
             "duplicates": self.duplicates,
             "topic": self.topic,
             "status": self.status,
+            # the checks decided: counts over the whole decisions topic, never filtered
+            "decisions": self.checks.view(),
         }
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -192,10 +239,23 @@ class Console:
         }
 
 
-async def read_alert_topic(
-    console: Console, bootstrap: str, topic: str, security: KafkaSecurity
+class Store(Protocol):
+    """What a topic reader feeds: the alerts (`Console`) or the decisions (`Checks`)."""
+
+    status: str
+
+    def receive(self, values: Iterable[bytes | None]) -> Sequence[InvalidRecord]: ...
+
+
+async def read_topic(
+    store: Store,
+    bootstrap: str,
+    topic: str,
+    security: KafkaSecurity,
+    what: str = "alerts",
+    client_id: str = "duanka-console",
 ) -> None:
-    """Feed `console` from the alert topic until cancelled.
+    """Feed `store` from `topic` (records of kind `what`, for the log) until cancelled.
 
     The console must never stop the screening: any failure is logged, shown
     on the page, and followed by a fresh consumer a few seconds later.
@@ -203,9 +263,9 @@ async def read_alert_topic(
     next_offsets: dict[Any, int] = {}
     while True:
         try:
-            await _read(console, bootstrap, topic, security, next_offsets)
+            await _read(store, bootstrap, topic, security, next_offsets, what, client_id)
         except Exception as error:
-            console.status = f"error: {type(error).__name__}, retrying"
+            store.status = f"error: {type(error).__name__}, retrying"
             # Kafka's errors say what went wrong; others might quote a record
             detail = repr(error) if isinstance(error, KafkaError) else type(error).__name__
             log.warning("console: reading %s failed (%s); retry in %.0f s", topic, detail, RETRY_S)
@@ -213,18 +273,20 @@ async def read_alert_topic(
 
 
 async def _read(
-    console: Console,
+    store: Store,
     bootstrap: str,
     topic: str,
     security: KafkaSecurity,
     next_offsets: dict[Any, int],
+    what: str,
+    client_id: str,
 ) -> None:
     # No group: the consumer is assigned every partition of the topic (also
     # ones added later) and, with nothing committed, starts at the beginning.
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap.split(","),
-        client_id="duanka-console",
+        client_id=client_id,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -237,7 +299,7 @@ async def _read(
     try:
         await consumer.start()
         log.info("console: reading %s from the beginning", topic)
-        console.status = "reading"
+        store.status = "reading"
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH_RECORDS)
             values: list[bytes | None] = []
@@ -247,13 +309,14 @@ async def _read(
                 values.extend(r.value for r in records if r.offset >= start)
                 if records:
                     next_offsets[tp] = max(start, records[-1].offset + 1)
-            errors = console.receive(values)
+            errors = store.receive(values)
             if errors:
                 # the field only: a reason can quote the record, and a record may hold anything
                 log.warning(
-                    "console: skipped %d record(s) on %s that are not alerts (field: %s)",
+                    "console: skipped %d record(s) on %s that are not %s (field: %s)",
                     len(errors),
                     topic,
+                    what,
                     errors[0].field,
                 )
     finally:
@@ -295,13 +358,25 @@ SECURITY_HEADERS = {
 
 
 def install_console(app: Any, settings: Settings) -> Console:
-    """Add the console's alert reader and its pages to a Faust app."""
+    """Add the console's two readers (alerts, decisions) and its pages to a Faust app."""
     topic = settings.topics.alerts
-    console = Console(topic=topic)
+    checks = Checks(blocking_rules(settings.rules), topic=settings.topics.decisions)
+    console = Console(topic=topic, checks=checks)
 
     @app.task
     async def read_alerts_for_console() -> None:
-        await read_alert_topic(console, settings.bootstrap, topic, settings.security)
+        await read_topic(console, settings.bootstrap, topic, settings.security)
+
+    @app.task
+    async def read_decisions_for_console() -> None:
+        await read_topic(
+            checks,
+            settings.bootstrap,
+            checks.topic,
+            settings.security,
+            what="decisions",
+            client_id="duanka-console-decisions",
+        )
 
     @app.page("/console/")
     async def console_index(web: Any, request: Any) -> Any:

@@ -5,7 +5,9 @@ appear on the page, then checks what the page shows: the rule ids, masked ids
 and never a raw id number, newest first, the counts per rule and severity,
 that each filter hides the other alerts, and that a repeated alert and a
 record that is not an alert, put straight on the alert topic, change the list
-not at all but are counted.
+not at all but are counted. Decision records put on the decisions topic (as
+the worker audits its checks) show as checks per outcome and refusals per
+rule, each check once, without their subject.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from workerkit import KEY, WorkerRun
 from rules.alert import make_alert_id
 from rules.idnumber import check_digit
 from rules.pseudonym import Pseudonymizer, mask_id
+from stream.console import RULE_IDS
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +65,7 @@ def valid_id(first17: str) -> str:
 
 LOCAL = valid_id("62010219900101123")  # Gansu, local at the Gansu outlet
 NONLOCAL = valid_id("51010419851231456")  # Sichuan
+CHECKED = valid_id("11010519491231002")  # Beijing: only in the decisions
 SUBJECTS = Pseudonymizer(KEY.encode())
 
 
@@ -100,6 +104,54 @@ NOT_IN_PERSON = (
 )
 TO_SICHUAN = (mailed("C-3", 30, "510104"), "sim_mail_out_of_province", "medium", LOCAL)
 CASES = (TO_YUNNAN, NOT_IN_PERSON, TO_SICHUAN)
+
+
+def decision(n: int, outcome: str, *reasons: tuple[str, str], repeat: bool = False) -> bytes:
+    """The audit record of check `chk-n` with these (rule_id, action) reasons, as the worker's."""
+    return orjson.dumps(
+        {
+            "schema": "duanka.decision/1",
+            "check_id": f"CMCC-GS-chk-{n}",
+            "decision": outcome,
+            "reasons": [
+                {
+                    "rule_id": rule_id,
+                    "action": action,
+                    "severity": "high",
+                    "summary_zh": "摘要",
+                    "summary_en": "summary",
+                    "facts": {},
+                }
+                for rule_id, action in reasons
+            ],
+            "reservation": None,
+            "decided_at": f"2026-12-01T10:{n:02d}:00.004+08:00",
+            "subject": {
+                "key": SUBJECTS.subject_key("resident_id", CHECKED),
+                "id_masked": mask_id(CHECKED),
+            },
+            "stale": False,
+            "source": "CMCC-GS",
+            "event_type": "sim.activate",
+            "region_code": "620102",
+            "outlet_id": "GS-LZ-0012",
+            "agent_id": "A-77812",
+            "requested_at": f"2026-12-01T10:{n:02d}:00+08:00",
+            "repeat": repeat,
+        }
+    )
+
+
+CARRIER_LIMIT = ("sim_carrier_limit", "block")
+DECISIONS = (
+    decision(1, "allow"),
+    decision(2, "review", ("sim_nonlocal_not_in_person", "review")),
+    decision(3, "refuse", CARRIER_LIMIT),
+    decision(4, "refuse", ("watchlist_hit", "block"), CARRIER_LIMIT),
+    decision(3, "refuse", CARRIER_LIMIT, repeat=True),  # the same check asked again
+    decision(1, "allow"),  # the same record sent twice
+    b"not a decision",
+)
 
 
 def alert_id(case: tuple[dict[str, Any], str, str, str]) -> str:
@@ -142,14 +194,15 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def wait_until_reading(run: WorkerRun) -> None:
-    """Until the worker serves the console and its reader is on the alert topic."""
+    """Until the worker serves the console and its readers are on the alert and decision topics."""
     url = f"http://127.0.0.1:{run.web_port}/console/alerts.json"
     deadline = time.monotonic() + WORKER_START_S
     while time.monotonic() < deadline:
         run.check_alive()
         try:
             status, _, body = get(url)
-            if status == 200 and orjson.loads(body)["status"] == "reading":
+            view = orjson.loads(body) if status == 200 else {}
+            if view.get("status") == view.get("decisions", {}).get("status") == "reading":
                 return
         except OSError:
             pass
@@ -218,6 +271,7 @@ def test_console_shows_alerts_as_they_arrive(
     assert_counts(browser)
     assert_evidence(browser)
     assert_filters(browser, worker_run)
+    assert_checks(browser, producer, worker_run)
 
     # An alert delivered twice (as after a worker crash) and a record that is not an alert
     records = worker_run.read("alerts", lambda rs: len(rs) >= len(CASES), settle=0.5)
@@ -232,8 +286,11 @@ def test_console_shows_alerts_as_they_arrive(
     assert text_of(browser, "total") == "3"
 
     source = browser.page_source
-    for number in (LOCAL, NONLOCAL):
+    for number in (LOCAL, NONLOCAL, CHECKED):
         assert number not in source
+    # the decisions' subject is not shown at all: neither its pseudonym nor its masked id
+    assert SUBJECTS.subject_key("resident_id", CHECKED) not in source
+    assert mask_id(CHECKED) not in source
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []  # no script error, no request the page's policy refused
 
@@ -270,7 +327,7 @@ def assert_counts(driver: WebDriver) -> None:
         chip.get_attribute("data-rule-id"): chip.find_element(By.CSS_SELECTOR, ".n").text
         for chip in driver.find_elements(By.CSS_SELECTOR, "#rule-counts .chip")
     }
-    assert len(rule_counts) == 10
+    assert len(rule_counts) == len(RULE_IDS)
     assert rule_counts.pop("sim_mail_out_of_province") == "2"
     assert rule_counts.pop("sim_nonlocal_not_in_person") == "1"
     assert set(rule_counts.values()) == {"0"}
@@ -318,6 +375,47 @@ def assert_filters(driver: WebDriver, run: WorkerRun) -> None:
     wait_for(driver, everything, run)
 
 
+def assert_checks(driver: WebDriver, producer: KafkaProducer, run: WorkerRun) -> None:
+    """Decision records on the decisions topic: checks per outcome, refusals per blocking rule."""
+    assert text_of(driver, "checks-total") == "0"
+    key = SUBJECTS.subject_key("resident_id", CHECKED).encode()
+    for value in DECISIONS:
+        producer.send(run.topics["decisions"], key=key, value=value)
+    producer.flush()
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: (
+            (text_of(d, "checks-total"), text_of(d, "checks-repeats"), text_of(d, "checks-skipped"))
+            == ("4", "2", "1")
+        ),
+        message="the page did not count the checks",
+    )
+    outcomes = {}
+    for chip in driver.find_elements(By.CSS_SELECTOR, "#decision-counts .chip"):
+        count = chip.find_element(By.CSS_SELECTOR, ".n").text
+        label = chip.text.removesuffix(count).strip()
+        outcomes[chip.get_attribute("data-decision")] = (label, count)
+    # each outcome named in both languages, as the page's headings are
+    assert outcomes == {
+        "allow": ("allow 通过", "1"),
+        "review": ("review 复核", "1"),
+        "refuse": ("refuse 拒绝", "2"),
+    }
+    refused = {
+        chip.get_attribute("data-refused"): chip.find_element(By.CSS_SELECTOR, ".n").text
+        for chip in driver.find_elements(By.CSS_SELECTOR, "#refusal-counts .chip")
+    }
+    # the rules configured to block, each refused check counted under every rule that blocked it
+    assert refused == {
+        "sim_nonlocal_monthly_limit": "0",
+        "watchlist_hit": "1",
+        "sim_carrier_limit": "2",
+        "bank_type1_limit": "0",
+    }
+    assert run.topics["decisions"] in text_of(driver, "checks-status")
+    # the alerts are as they were
+    assert text_of(driver, "total") == "3"
+
+
 def test_console_pages_answer_with_their_policy(worker_run: WorkerRun) -> None:
     worker_run.start()
     wait_until_reading(worker_run)
@@ -334,3 +432,7 @@ def test_console_pages_answer_with_their_policy(worker_run: WorkerRun) -> None:
     view = orjson.loads(body)
     assert status == 200 and view["topic"] == worker_run.topics["alerts"]
     assert view["alerts"] == [] and view["total"] == 0
+    checks = view["decisions"]
+    assert (checks["topic"], checks["status"]) == (worker_run.topics["decisions"], "reading")
+    assert checks["counts"]["decision"] == {"allow": 0, "review": 0, "refuse": 0}
+    assert checks["total"] == 0

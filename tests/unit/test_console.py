@@ -1,4 +1,4 @@
-"""The police console without a browser: its alert store, its filters and its page."""
+"""The police console without a browser: its alerts, its decision counts, filters and page."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from rulekit import ALL_RULES
 
 from rules.alert import Alert, Evidence, Subject, encode_alert, make_alert_id
-from stream.console import ALERTS_KEPT, RULE_IDS, Console, Query, console_page
+from rules.config import RuleSettings, WatchlistSettings
+from stream.console import ALERTS_KEPT, RULE_IDS, Checks, Console, Query, console_page
+from stream.decisions import blocking_rules
 
 DETECTED = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 
@@ -192,6 +194,144 @@ def test_province_names_come_with_the_first_answer_only() -> None:
     console.add(alert(1))
     assert console.query(Query())["provinces"]["62"] == {"zh": "甘肃", "en": "Gansu"}
     assert console.query(Query(after=1))["provinces"] == {}
+
+
+# ---------------------------------------------------------------- the checks' decisions
+
+
+def decision(
+    n: int,
+    outcome: str = "allow",
+    blocked: tuple[str, ...] = (),
+    reviewed: tuple[str, ...] = (),
+    repeat: bool = False,
+    source: str = "CMCC-GS",
+) -> bytes:
+    """The audit record of check `chk-n`, as the worker writes it to the decisions topic."""
+    reasons = [
+        {
+            "rule_id": rule_id,
+            "action": action,
+            "severity": "high",
+            "summary_zh": "摘要",
+            "summary_en": "summary",
+            "facts": {},
+        }
+        for rule_id, action in [(r, "block") for r in blocked] + [(r, "review") for r in reviewed]
+    ]
+    return orjson.dumps(
+        {
+            "schema": "duanka.decision/1",
+            "check_id": f"chk-{n}",
+            "decision": outcome,
+            "reasons": reasons,
+            "reservation": None,
+            "decided_at": f"2026-12-01T10:{n:02d}:00.004+08:00",
+            "subject": {"key": f"k:{n:04x}", "id_masked": "6201**********1234"},
+            "stale": False,
+            "source": source,
+            "event_type": "sim.activate",
+            "region_code": "620102",
+            "outlet_id": "GS-LZ-0012",
+            "agent_id": "A-77812",
+            "requested_at": f"2026-12-01T10:{n:02d}:00+08:00",
+            "repeat": repeat,
+        }
+    )
+
+
+def test_the_console_lists_the_rules_that_block_before_any_refusal() -> None:
+    view = Console().query(Query())["decisions"]
+    assert view["counts"]["decision"] == {"allow": 0, "review": 0, "refuse": 0}
+    assert view["counts"]["refusals"] == {
+        "sim_nonlocal_monthly_limit": 0,
+        "watchlist_hit": 0,
+        "sim_carrier_limit": 0,
+        "bank_type1_limit": 0,
+    }
+    assert (view["total"], view["skipped"], view["repeats"]) == (0, 0, 0)
+    # a rule configured to block is listed; one configured to review is not
+    rules = RuleSettings(watchlist_hit=WatchlistSettings(action="review"))
+    assert "watchlist_hit" not in blocking_rules(rules)
+
+
+def test_checks_are_counted_by_outcome_and_refusals_under_each_blocking_rule() -> None:
+    checks = Checks(topic="screening.decisions")
+    console = Console(checks=checks)
+    errors = checks.receive(
+        [
+            decision(1, "allow"),
+            decision(2, "review", reviewed=("sim_nonlocal_not_in_person",)),
+            decision(3, "refuse", blocked=("sim_carrier_limit",)),
+            # refused by two rules, with a rule that only asks for review besides
+            decision(
+                4,
+                "refuse",
+                blocked=("watchlist_hit", "sim_carrier_limit"),
+                reviewed=("sim_mail_out_of_province",),
+            ),
+            decision(5, "refuse", blocked=("a_rule_added_later",)),
+        ]
+    )
+    assert errors == []
+    view = console.query(Query())["decisions"]
+    assert view["counts"]["decision"] == {"allow": 1, "review": 1, "refuse": 3}
+    assert view["counts"]["refusals"] == {
+        "sim_nonlocal_monthly_limit": 0,
+        "watchlist_hit": 1,
+        "sim_carrier_limit": 2,
+        "bank_type1_limit": 0,
+        "a_rule_added_later": 1,
+    }
+    assert view["total"] == 5
+    assert view["topic"] == "screening.decisions" and view["status"] == "starting"
+
+
+def test_a_check_answered_again_or_read_twice_counts_once() -> None:
+    checks = Checks()
+    first = decision(3, "refuse", blocked=("sim_carrier_limit",))
+    checks.receive([first, first, decision(3, "refuse", ("sim_carrier_limit",), repeat=True)])
+    # the same check_id at another source is another check
+    checks.receive([decision(3, "refuse", ("sim_carrier_limit",), source="CUCC-GS")])
+    view = checks.view()
+    assert (view["total"], view["repeats"]) == (2, 2)
+    assert view["counts"]["decision"]["refuse"] == 2
+    assert view["counts"]["refusals"]["sim_carrier_limit"] == 2
+
+
+def test_records_that_are_not_decisions_are_skipped_and_counted() -> None:
+    checks = Checks()
+    good = orjson.loads(decision(1, "refuse", blocked=("watchlist_hit",)))
+    values: list[bytes | None] = [
+        b"not json",
+        None,
+        encode_alert(alert(1)),  # an alert on the wrong topic
+        orjson.dumps({**good, "decision": "maybe"}),
+        orjson.dumps({**good, "reasons": [{"rule_id": "watchlist_hit"}]}),
+        orjson.dumps({"line": 3, "error": "missing", "field": "check_id"}),  # replay's rejection
+        orjson.dumps(good),
+    ]
+    errors = checks.receive(values)
+    assert [e.field for e in errors] == [
+        "record",
+        "record",
+        "schema",
+        "decision",
+        "reasons[0].action",
+        "schema",
+    ]
+    view = checks.view()
+    assert (view["skipped"], view["total"]) == (6, 1)
+    assert view["counts"]["refusals"]["watchlist_hit"] == 1
+
+
+def test_the_console_keeps_no_subject_of_a_decision() -> None:
+    checks = Checks(remember=2)
+    for n in range(1, 5):
+        checks.receive([decision(n, "refuse", blocked=("watchlist_hit",))])
+    assert len(checks.counts._seen) == 2  # bounded, like the alert ids
+    kept = orjson.dumps(checks.view()) + "".join(checks.counts._seen).encode()
+    assert b"k:" not in kept and b"*" not in kept  # neither the pseudonym nor the masked id
 
 
 # ---------------------------------------------------------------- the page
