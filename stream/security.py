@@ -187,16 +187,20 @@ def _worker_acls(user: str, settings: Settings) -> list[ACL]:
     """The worker reads the inputs, writes alerts, decisions and dead letters, owns its topics.
 
     The inputs are the events, the watchlist and the holdings snapshots; the
-    decisions are the check's audit trail. It also reads the alert topic (the
-    police console), and it creates the changelog and other topics Faust
-    names after the app id.
+    decisions are the check's audit trail. It also reads the alert and
+    decision topics (the police console, with no group), and it creates the
+    changelog and other topics Faust names after the app id.
     """
     topics = settings.topics
     app_id = settings.worker.app_id
     inputs = (*topics.inputs, topics.watchlist, topics.holdings)
     acls = [_acl(user, READ, TOPIC, name) for name in inputs]
-    acls += [_acl(user, op, TOPIC, topics.alerts) for op in (READ, WRITE)]
-    acls += [_acl(user, WRITE, TOPIC, name) for name in (topics.deadletter, topics.decisions)]
+    acls += [
+        _acl(user, op, TOPIC, name)
+        for name in (topics.alerts, topics.decisions)
+        for op in (READ, WRITE)
+    ]
+    acls.append(_acl(user, WRITE, TOPIC, topics.deadletter))
     own = [(app_id, True)] + [
         (name, False)
         for name in (topics.identity_events, topics.outlet_events, topics.agent_signals)

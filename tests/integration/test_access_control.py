@@ -261,6 +261,7 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
         "screening.watchlist",
         "screening.holdings",
         "police.alerts",  # the police console in the worker
+        "screening.decisions",  # the console's checks and refusals
         "duanka",
     }
     assert {(op, name) for op, kind, name, _ in worker if kind == "TOPIC" and op != "READ"} == {
@@ -369,8 +370,21 @@ def test_the_police_may_not_write_alerts_read_inputs_or_use_other_groups(
         consumer.close()
 
 
-def test_the_worker_reads_snapshots_and_writes_decisions_only(secured: Secured) -> None:
-    """What the check needs of the brokers, with the worker's own login (kafka-python here)."""
+def _read_until(consumer: KafkaConsumer, topic: str, marker: bytes) -> list[bytes]:
+    """The values of ``topic`` from the beginning, until ``marker`` is among them (or 30 s)."""
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while marker not in values and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            values.extend(record.value for record in batch)
+    return values
+
+
+def test_the_worker_reads_snapshots_and_writes_and_reads_decisions(secured: Secured) -> None:
+    """What the check and the console need of the brokers, with the worker's own login."""
     holdings, decisions = secured.topics["holdings"], secured.topics["decisions"]
     marker = uuid.uuid4().hex.encode()
     carrier = make_producer(secured.info.bootstrap, secured.login("carrier"))
@@ -380,25 +394,22 @@ def test_the_worker_reads_snapshots_and_writes_decisions_only(secured: Secured) 
         carrier.close()
     consumer = secured.consumer("duanka", group_id=None)
     try:
-        found = consumer.partitions_for_topic(holdings) or ()
-        partitions = [TopicPartition(holdings, p) for p in found]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        values: list[bytes] = []
-        deadline = time.monotonic() + 30
-        while marker not in values and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                values.extend(record.value for record in batch)
-        assert marker in values
+        assert marker in _read_until(consumer, holdings, marker)
     finally:
         consumer.close()
     worker = make_producer(secured.info.bootstrap, secured.login("duanka"))
     try:
-        assert worker.send(decisions, value=b"{}").get(timeout=30).offset >= 0
+        assert worker.send(decisions, value=marker).get(timeout=30).offset >= 0
         with pytest.raises(TopicAuthorizationFailedError):  # snapshots come from their owners
             worker.send(holdings, key=b"CMCC-GS\x1fk", value=b"{}").get(timeout=30)
     finally:
         worker.close()
+    # the police console in the worker reads the decisions back, with no group
+    consumer = secured.consumer("duanka", group_id=None)
+    try:
+        assert marker in _read_until(consumer, decisions, marker)
+    finally:
+        consumer.close()
 
 
 async def _connects(bootstrap: str, login: KafkaSecurity) -> bool:
@@ -467,15 +478,15 @@ def test_a_carrier_with_a_client_certificate_and_kcat(secured: Secured) -> None:
         consumer.close()
 
 
-def _alerts_in_console(run: WorkerRun) -> int:
-    """How many alerts the worker's police console has read (0 until it serves)."""
+def _console(run: WorkerRun) -> dict[str, Any]:
+    """What the worker's police console answers ({} until it serves)."""
     url = f"http://{broker.HOST}:{run.web_port}/console/alerts.json"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            total: int = orjson.loads(response.read())["total"]
-            return total
+            view: dict[str, Any] = orjson.loads(response.read())
+            return view
     except OSError:
-        return 0
+        return {}
 
 
 def test_a_worker_logged_in_as_duanka_screens_a_carriers_event_for_the_police(
@@ -516,12 +527,18 @@ def test_a_worker_logged_in_as_duanka_screens_a_carriers_event_for_the_police(
     ]
     assert {a["evidence"][0]["event_id"] for a in alerts} == {event["event_id"]}
 
-    # the console inside the worker reads the alert topic with the worker's login too
+    # the console inside the worker reads the alert topic with the worker's login too, and
+    # the decisions topic for the checks and refusals
+    def console_read() -> bool:
+        view = _console(run)
+        return view.get("total") == 2 and view["decisions"]["status"] == "reading"
+
     deadline = time.monotonic() + 60
-    while _alerts_in_console(run) < 2 and time.monotonic() < deadline:
+    while not console_read() and time.monotonic() < deadline:
         run.check_alive()
         time.sleep(0.5)
-    assert _alerts_in_console(run) == 2
+    view = _console(run)
+    assert (view["total"], view["decisions"]["status"]) == (2, "reading")
     run.stop()
     log = run.log.read_text(errors="replace")
     assert "AuthorizationFailed" not in log and "AuthenticationFailed" not in log, log[-4000:]
