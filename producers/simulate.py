@@ -5,11 +5,13 @@ ground truth:
 
     events.jsonl     duanka.event/1, in event-time order
     watchlist.jsonl  duanka.watch/1
+    holdings.jsonl   duanka.holding/1: what each person held at each carrier
+                     and bank when the period began
     truth.jsonl      duanka.case/1: each labelled case, its rule and its events
 
-With --to-kafka the watchlist is published to its compacted topic and the
-events are sent, in event-time order, at a steady rate, as a province's
-systems would send them through a day.
+With --to-kafka the watchlist and the holdings are published to their
+compacted topics and the events are sent, in event-time order, at a steady
+rate, as a province's systems would send them through a day.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+from producers.inventory import holding_lines
 from producers.simulator import World, iter_lines, simulate
 from rules.config import Settings
 
@@ -30,22 +33,29 @@ class WorldFiles:
     events: Path
     watchlist: Path
     truth: Path
+    holdings: Path
 
     @classmethod
     def under(cls, directory: Path) -> WorldFiles:
         return cls(
-            directory / "events.jsonl", directory / "watchlist.jsonl", directory / "truth.jsonl"
+            directory / "events.jsonl",
+            directory / "watchlist.jsonl",
+            directory / "truth.jsonl",
+            directory / "holdings.jsonl",
         )
 
 
 def write_world(world: World, directory: Path) -> WorldFiles:
-    """Write the events, the watchlist and the ground truth of `world` under `directory`."""
+    """Write the events, watchlist, holdings and ground truth of `world` under `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     files = WorldFiles.under(directory)
     with files.events.open("wb") as out:
         for line in iter_lines(world.events):
             out.write(line + b"\n")
     files.watchlist.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in world.watchlist))
+    with files.holdings.open("wb") as out:
+        for line in holding_lines(world.holdings, world.as_of):
+            out.write(line + b"\n")
     files.truth.write_bytes(b"".join(case.to_json() + b"\n" for case in world.cases))
     return files
 
@@ -57,6 +67,7 @@ def describe(world: World, days: int) -> str:
     return (
         f"{len(world.events):,} events ({parts}) by {world.people:,} people at "
         f"{world.outlets:,} outlets over {days} days; {len(world.watchlist)} watchlist entries; "
+        f"{len(world.holdings):,} holdings snapshots; "
         f"{expected} labelled cases and {len(world.cases) - expected} look-alikes"
     )
 
@@ -76,17 +87,20 @@ def run_simulate(
     world = simulate(events, days=days, seed=seed, start=start, rounds=rounds)
     files = write_world(world, out)
     print(describe(world, days))
-    print(f"wrote {files.events}, {files.watchlist} and {files.truth}")
+    print(f"wrote {files.events}, {files.watchlist}, {files.holdings} and {files.truth}")
     if not to_kafka:
         print(
             f"next: duanka replay {files.events} --watchlist {files.watchlist} "
-            f"--out {out / 'alerts.jsonl'} && duanka evaluate {files.truth} {out / 'alerts.jsonl'}"
+            f"--holdings {files.holdings} --out {out / 'alerts.jsonl'} "
+            f"&& duanka evaluate {files.truth} {out / 'alerts.jsonl'}"
         )
         return 0
+    from producers import holdings, watchlist
     from producers.produce import produce_file
-    from producers.watchlist import load_file
 
-    load_file(files.watchlist, settings)
+    # the lists before the events: the first opening is screened with what it knows
+    watchlist.load_file(files.watchlist, settings)
+    holdings.load_file(files.holdings, settings, progress=progress)
     summary = produce_file(files.events, settings, progress=progress, rate=rate or None)
     print(summary.describe(str(files.events)))
     return 0

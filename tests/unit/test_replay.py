@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 from strategies import DROP, make_event
 
+from producers.inventory import holding_lines
 from producers.simulator import Simulator, iter_lines
 from rules.config import RuleSettings
 from rules.engine import Engine
@@ -20,7 +21,8 @@ FIXED = datetime(2026, 6, 1, tzinfo=UTC)
 KEY = Pseudonymizer(b"replay-test")
 
 
-def world_files(tmp_path: Path, shuffle: bool) -> tuple[Path, Path]:
+def world_files(tmp_path: Path, shuffle: bool) -> tuple[Path, Path, Path]:
+    """A simulated month's events (in or out of order), watchlist and holdings."""
     world = Simulator(seed=5, days=30).build(ordinary_people=300)
     lines = list(iter_lines(world.events))
     if shuffle:
@@ -29,32 +31,47 @@ def world_files(tmp_path: Path, shuffle: bool) -> tuple[Path, Path]:
     events.write_bytes(b"\n".join(lines) + b"\n")
     watchlist = tmp_path / "watch.jsonl"
     watchlist.write_bytes(b"\n".join(orjson.dumps(w) for w in world.watchlist) + b"\n")
-    return events, watchlist
+    holdings = tmp_path / "holdings.jsonl"
+    holdings.write_bytes(b"\n".join(holding_lines(world.holdings, world.as_of)) + b"\n")
+    return events, watchlist, holdings
 
 
-def run(events: Path, watchlist: Path | None = None) -> tuple[list[bytes], list[bytes], object]:
+def run(
+    events: Path, watchlist: Path | None = None, holdings: Path | None = None
+) -> tuple[list[bytes], list[bytes], object]:
     out, dead = io.BytesIO(), io.BytesIO()
-    summary = replay(events, Engine(RuleSettings(), clock=lambda: FIXED), KEY, out, dead, watchlist)
+    engine = Engine(RuleSettings(), clock=lambda: FIXED)
+    summary = replay(events, engine, KEY, out, dead, watchlist, holdings=holdings)
     return out.getvalue().splitlines(), dead.getvalue().splitlines(), summary
 
 
 def test_file_order_does_not_matter(tmp_path: Path) -> None:
-    ordered, watch = world_files(tmp_path, shuffle=False)
-    shuffled, _ = world_files(tmp_path, shuffle=True)
-    alerts, _, summary = run(ordered, watch)
-    shuffled_alerts, _, shuffled_summary = run(shuffled, watch)
+    ordered, watch, held = world_files(tmp_path, shuffle=False)
+    shuffled, _, _ = world_files(tmp_path, shuffle=True)
+    alerts, _, summary = run(ordered, watch, held)
+    shuffled_alerts, _, shuffled_summary = run(shuffled, watch, held)
     assert summary.in_order and not shuffled_summary.in_order  # type: ignore[attr-defined]
     assert alerts == shuffled_alerts
     rules = {orjson.loads(a)["rule_id"] for a in alerts}
-    assert len(rules) == 10  # the simulated month exercises every rule
+    assert len(rules) == 12  # the simulated month exercises every rule
 
 
 def test_without_the_watchlist_there_is_no_watchlist_hit(tmp_path: Path) -> None:
-    events, watch = world_files(tmp_path, shuffle=False)
-    with_list = {orjson.loads(a)["rule_id"] for a in run(events, watch)[0]}
-    without = {orjson.loads(a)["rule_id"] for a in run(events)[0]}
+    events, watch, held = world_files(tmp_path, shuffle=False)
+    with_list = {orjson.loads(a)["rule_id"] for a in run(events, watch, held)[0]}
+    without = {orjson.loads(a)["rule_id"] for a in run(events, None, held)[0]}
     assert "watchlist_hit" in with_list
     assert "watchlist_hit" not in without
+
+
+def test_the_holdings_add_the_limit_alerts_that_rest_on_what_people_held(tmp_path: Path) -> None:
+    events, watch, held = world_files(tmp_path, shuffle=False)
+    with_holdings, _, summary = run(events, watch, held)
+    without, _, _ = run(events, watch)
+    assert summary.holdings_loaded == len(held.read_bytes().splitlines())  # type: ignore[attr-defined]
+    assert set(without) < set(with_holdings)  # the same alerts, and more
+    added = {orjson.loads(a)["rule_id"] for a in set(with_holdings) - set(without)}
+    assert added == {"sim_carrier_limit", "bank_type1_limit"}
 
 
 def test_bad_lines_become_dead_letters_with_their_line_numbers(tmp_path: Path) -> None:
@@ -126,24 +143,24 @@ def test_index_notices_order(tmp_path: Path) -> None:
 
 def test_on_two_cores_replay_writes_the_same_bytes(tmp_path: Path) -> None:
     """The second process reads, orders and pseudonymises; the output is replay's to the byte."""
-    events, watch = world_files(tmp_path, shuffle=True)
+    events, watch, held = world_files(tmp_path, shuffle=True)
     with events.open("ab") as out:  # and some lines to dead-letter on the way
         out.write(b'{"schema": "duanka.event/1"}\nnot json\n\n')
-    single, single_dead, single_summary = run(events, watch)
+    single, single_dead, single_summary = run(events, watch, held)
     out, dead = io.BytesIO(), io.BytesIO()
     engine = Engine(RuleSettings(), clock=lambda: FIXED)
-    summary = replay_in_two(events, engine, KEY, out, dead, watch)
+    summary = replay_in_two(events, engine, KEY, out, dead, watch, holdings=held)
     assert out.getvalue().splitlines() == single and len(single) > 30
     assert dead.getvalue().splitlines() == single_dead and len(single_dead) == 2
     assert summary == single_summary
 
 
 def test_on_two_cores_a_file_in_order_is_read_once_and_gives_the_same(tmp_path: Path) -> None:
-    events, watch = world_files(tmp_path, shuffle=False)
-    single, single_dead, single_summary = run(events, watch)
+    events, watch, held = world_files(tmp_path, shuffle=False)
+    single, single_dead, single_summary = run(events, watch, held)
     out, dead = io.BytesIO(), io.BytesIO()
     engine = Engine(RuleSettings(), clock=lambda: FIXED)
-    summary = replay_in_two(events, engine, KEY, out, dead, watch)
+    summary = replay_in_two(events, engine, KEY, out, dead, watch, holdings=held)
     assert summary.in_order and summary == single_summary
     assert out.getvalue().splitlines() == single
     assert dead.getvalue().splitlines() == single_dead

@@ -17,7 +17,8 @@ import pytest
 from matplotlib.image import imread
 
 from producers.report import daily_counts, load_alerts, province_label, run_report, top_subjects
-from producers.simulator import Simulator, iter_lines
+from producers.simulate import write_world
+from producers.simulator import Simulator
 from rules.alert import Alert, Evidence, Subject, encode_alert
 from rules.config import RuleSettings
 from rules.engine import Engine
@@ -98,13 +99,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A simulated month replayed through the rules, and its report."""
     tmp = tmp_path_factory.mktemp("report")
     world = Simulator(seed=11, days=30).build(ordinary_people=300, rounds=2)
-    events, watchlist = tmp / "events.jsonl", tmp / "watch.jsonl"
-    events.write_bytes(b"\n".join(iter_lines(world.events)) + b"\n")
-    watchlist.write_bytes(b"\n".join(orjson.dumps(w) for w in world.watchlist) + b"\n")
+    files = write_world(world, tmp)
     alerts = tmp / "alerts.jsonl"
     engine = Engine(RuleSettings(), clock=lambda: datetime(2026, 6, 1, tzinfo=UTC))
     with alerts.open("wb") as out:
-        replay(events, engine, Pseudonymizer(b"report-test"), out, None, watchlist)
+        replay(
+            files.events,
+            engine,
+            Pseudonymizer(b"report-test"),
+            out,
+            None,
+            files.watchlist,
+            holdings=files.holdings,
+        )
     report = tmp / "report.html"
     summary = run_report(alerts, report)
     lines = [orjson.loads(line) for line in alerts.read_bytes().splitlines()]
@@ -116,7 +123,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 def test_counts_per_rule_and_severity_match_the_file(run: Run) -> None:
     page = parse(run.report)
     by_rule = Counter(a["rule_id"] for a in run.lines)
-    assert len(by_rule) == 10  # the month exercises every rule
+    assert len(by_rule) == 12  # the month exercises every rule
     assert counts(page.tables["per-rule"]) == by_rule
     assert counts(page.tables["per-severity"]) == Counter(a["severity"] for a in run.lines)
     headline = dict(page.tables["headline"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -19,6 +19,7 @@ from rules.config import RuleSettings
 from rules.engine import Engine
 from rules.errors import InvalidEvent
 from rules.event import parse_event
+from rules.holdings import HoldingRecord, read_holdings
 from rules.pseudonym import Pseudonymizer, mask_id
 from rules.replay import replay
 from stream.cli import main
@@ -28,7 +29,7 @@ KEY = Pseudonymizer(b"simulate-test")
 RULE_IDS = list(RuleSettings.__dataclass_fields__)
 
 
-def replayed(files: WorldFiles, out: Path) -> Path:
+def replayed(files: WorldFiles, out: Path, holdings: bool = True) -> Path:
     with out.open("wb") as alerts:
         replay(
             files.events,
@@ -37,6 +38,7 @@ def replayed(files: WorldFiles, out: Path) -> Path:
             alerts,
             io.BytesIO(),
             files.watchlist,
+            holdings=files.holdings if holdings else None,
         )
     return out
 
@@ -76,6 +78,76 @@ def test_a_longer_period_has_the_monthly_limit_lookalike(tmp_path: Path) -> None
     }
     result = evaluate(cases, read_alerts(replayed(files, tmp_path / "a.jsonl")), RULE_IDS)
     assert result.perfect, result.unexpected
+
+
+def test_without_the_holdings_only_the_limit_cases_within_the_period_are_found(
+    month: tuple[WorldFiles, Path], tmp_path: Path
+) -> None:
+    files, _ = month
+    alerts = read_alerts(replayed(files, tmp_path / "alerts.jsonl", holdings=False))
+    result = evaluate(read_truth(files.truth), alerts, RULE_IDS)
+    assert not result.unexpected  # holdings only add to what a person holds
+    assert {c.label for c in result.missed} == {
+        "held five SIMs at the carrier, opened a sixth",
+        "three SIMs held in two provinces, two opened, then a sixth and a seventh",
+        "five SIMs at the carrier in two provinces, opened a sixth",
+        "held a Type I account at the bank, opened another",
+        "held a Type I account at the bank in another province, opened another here",
+    }
+    assert result.scores["bank_type1_limit"].found == 2  # two Type I opened in the month
+
+
+def holders(path: Path) -> list[HoldingRecord]:
+    records = []
+    for line in read_holdings(path):
+        assert line.record is not None, line.error
+        assert line.raw == line.record.to_json()  # written as the engine writes them
+        records.append(line.record)
+    return records
+
+
+def test_the_holdings_are_snapshots_of_the_people_in_the_events_at_the_start(
+    month: tuple[WorldFiles, Path],
+) -> None:
+    files, _ = month
+    records = holders(files.holdings)
+    assert len({r.key() for r in records}) == len(records)  # one per (source, identity)
+    start = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=8)))
+    assert {r.snapshot.as_of for r in records} == {start}
+    people = {orjson.loads(line)["id_number"] for line in files.events.read_bytes().splitlines()}
+    held = {r.id_number for r in records}
+    assert held <= people and len(held) > 0.95 * len(people)
+    sims: Counter[str] = Counter()
+    accounts: Counter[str] = Counter()
+    for r in records:
+        sims[r.id_number] += r.snapshot.sim_count("personal")
+        accounts[r.id_number] += sum(count for _, count in r.snapshot.accounts)
+    assert sum(1 <= sims[who] <= 3 for who in held) > 0.8 * len(held)
+    assert sum(1 <= accounts[who] <= 2 for who in held) > 0.7 * len(held)
+    assert max(accounts.values()) <= 3  # a case's Type I and II, or two ordinary ones
+    # non-local people hold cards at home: carriers and banks of other provinces
+    elsewhere = {r.snapshot.source.split("-")[1] for r in records} - {"GS"}
+    assert len(elsewhere) >= 10
+
+
+def test_ordinary_holdings_stay_clear_of_the_limits() -> None:
+    """Everyone who is not a limit case ends the month with five SIMs or fewer a carrier."""
+    world = Simulator(seed=8, days=30).build(ordinary_people=3000, rounds=0)
+    assert world.holdings and not world.cases
+    sims: Counter[tuple[str, str]] = Counter()
+    type_one: Counter[tuple[str, str]] = Counter()
+    for holding in world.holdings:
+        institution = holding.source.split("-")[0]
+        sims[holding.id_number, institution] += holding.counts.get("personal", 0)
+        type_one[holding.id_number, institution] += holding.counts.get("I", 0)
+    for event in world.events:
+        institution = event["source"].split("-")[0]
+        if event["event_type"] == "sim.activate":
+            sims[event["id_number"], institution] += 1
+        elif event["event_type"] == "bank.open" and event.get("account_class") == "I":
+            type_one[event["id_number"], institution] += 1
+    assert 4 <= max(sims.values()) <= 5  # some come close
+    assert max(type_one.values()) == 1
 
 
 def test_the_evaluation_names_what_was_missed_and_what_was_unexpected(
@@ -135,7 +207,7 @@ def test_the_same_seed_gives_the_same_files(tmp_path: Path) -> None:
     first = write_world(simulate(3_000, seed=5), tmp_path / "a")
     second = write_world(simulate(3_000, seed=5), tmp_path / "b")
     other = write_world(simulate(3_000, seed=6), tmp_path / "c")
-    for name in ("events", "watchlist", "truth"):
+    for name in ("events", "watchlist", "truth", "holdings"):
         assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes()
     assert first.events.read_bytes() != other.events.read_bytes()
 
@@ -193,6 +265,7 @@ def test_simulate_and_evaluate_commands(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["simulate", "--out", str(out), "--events", "3000", "--seed", "4"]) == 0
     said = capsys.readouterr().out
     assert "labelled cases" in said and "duanka evaluate" in said
+    assert "holdings snapshots" in said and f"--holdings {out / 'holdings.jsonl'}" in said
     files = WorldFiles.under(out)
     alerts = replayed(files, out / "alerts.jsonl")
     assert main(["evaluate", "--strict", str(files.truth), str(alerts)]) == 0
