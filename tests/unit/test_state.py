@@ -23,6 +23,7 @@ from rulekit import (
     HOUR,
     MINUTE,
     SECOND,
+    T0,
     ev,
     key_of,
     mailed,
@@ -36,6 +37,7 @@ from rules.alert import Alert, Evidence
 from rules.config import RuleSettings
 from rules.engine import Screening
 from rules.event import PseudonymousEvent
+from rules.holdings import Snapshot
 from rules.state import (
     NEVER,
     SMALL,
@@ -168,11 +170,24 @@ LOW = rules(
     outlet_nonlocal_surge={"nonlocal_openings": 2},
     gang_batch_open={"identities": 2},
     agent_flag_rate={"identities": 2},
+    sim_carrier_limit={"sims": 2},
 )
 SETTINGS = st.sampled_from([LOW, LOW, RuleSettings()])
 
 Watch = tuple[str, WatchEntry | None]
-Op = PseudonymousEvent | Watch
+Hold = tuple[str, Snapshot]
+Op = PseudonymousEvent | Watch | Hold
+
+# two provinces of a carrier, and a bank's sources with and without a province
+SIM_SOURCES = ["CMCC-GS", "CUCC-GS", "CMCC-SC"]
+BANK_SOURCES = ["ICBC", "ABC", "CCB", "ICBC-SC"]
+# one as_of per source: some before the stories begin, some after their first events
+AS_OF = {
+    source: (T0 - DAY if n % 2 else T0 + 2 * HOUR)
+    for n, source in enumerate(SIM_SOURCES + BANK_SOURCES)
+}
+NUMBERS = ["13900000001", "13900000002", "13900000003", "13900000004"]
+ACCOUNTS = ["6222020000000001", "6222020000000002", "6222020000000003"]
 
 WATCH_ENTRIES = [
     None,
@@ -195,9 +210,7 @@ def events_at(draw: st.DrawFn, when: timedelta, number: int) -> PseudonymousEven
         "id": who,
         "id_type": "resident_id" if who[:1].isdigit() else "other",
         "event_id": f"E{number:04d}",
-        "source": draw(
-            st.sampled_from(["CMCC-GS", "CUCC-GS"] if is_sim else ["ICBC", "ABC", "CCB"])
-        ),
+        "source": draw(st.sampled_from(SIM_SOURCES if is_sim else BANK_SOURCES)),
         "outlet": outlet,
         "region": region,
         "verification": draw(st.sampled_from(["in_person", "remote_face", "none"])),
@@ -208,23 +221,49 @@ def events_at(draw: st.DrawFn, when: timedelta, number: int) -> PseudonymousEven
         "contact_phone": draw(st.sampled_from([None, None, "13800000001"])),
         "agent_id": draw(st.sampled_from([None, "A-1", "A-1", "A-2"])),
     }
+    if is_sim:
+        fields["msisdn"] = draw(st.sampled_from(NUMBERS))
+        if event_type == "sim.activate":
+            fields["sim_kind"] = draw(st.sampled_from(["personal", "personal", "iot"]))
+    else:
+        fields["account_id"] = draw(st.sampled_from(ACCOUNTS))
+        optional["account_class"] = draw(st.sampled_from([None, "I", "I", "II", "III"]))
     fields.update({k: v for k, v in optional.items() if v is not None})
     return ev(when, event_type, **fields)
 
 
 @st.composite
+def snapshots(draw: st.DrawFn) -> Hold:
+    """An inventory snapshot of one person at one source (a later one replaces it)."""
+    person = draw(st.sampled_from(PEOPLE))
+    source = draw(st.sampled_from(SIM_SOURCES + BANK_SOURCES))
+    sims: tuple[tuple[str, int], ...] = ()
+    accounts: tuple[tuple[str, int], ...] = ()
+    if source in SIM_SOURCES:
+        personal, iot = draw(st.integers(0, 6)), draw(st.integers(0, 2))
+        sims = tuple((k, n) for k, n in (("personal", personal), ("iot", iot)) if n)
+    else:
+        type_one, type_two = draw(st.integers(0, 2)), draw(st.integers(0, 1))
+        accounts = tuple((k, n) for k, n in (("I", type_one), ("II", type_two)) if n)
+    id_type = "resident_id" if person[:1].isdigit() else "other"
+    return key_of(person, id_type), Snapshot(source, AS_OF[source], sims, accounts)
+
+
+@st.composite
 def stories(draw: st.DrawFn, max_span: timedelta | None = None, max_size: int = 40) -> list[Op]:
-    """Events in (mostly) time order with repeats and watchlist changes mixed in."""
+    """Events in (mostly) time order with repeats, watchlist changes and snapshots mixed in."""
     ops: list[Op] = []
     sent: list[PseudonymousEvent] = []
     when = timedelta(0)
     steps = draw(st.sampled_from([FAST_STEPS, FAST_STEPS, SLOW_STEPS]))
     for number in range(draw(st.integers(1, max_size))):
-        kind = draw(st.integers(0, 19))
+        kind = draw(st.integers(0, 20))
         if kind == 0:
             person = draw(st.sampled_from(PEOPLE[:5]))
             ops.append((key_of(person), draw(st.sampled_from(WATCH_ENTRIES))))
-        elif kind <= 2 and sent:
+        elif kind == 1:
+            ops.append(draw(snapshots()))
+        elif kind <= 3 and sent:
             ops.append(draw(st.sampled_from(sent)))  # a repeated record
         else:
             step = draw(st.sampled_from(steps))
@@ -237,7 +276,11 @@ def stories(draw: st.DrawFn, max_span: timedelta | None = None, max_size: int = 
 
 def apply(s: Screening, op: Op) -> list[Alert]:
     if isinstance(op, tuple):
-        s.watch(*op)
+        key, value = op
+        if isinstance(value, Snapshot):
+            s.hold(key, value)
+        else:
+            s.watch(key, value)
         return []
     return s.screen(op)
 
