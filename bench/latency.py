@@ -7,8 +7,8 @@ For each rate, on a broker of its own and topics of the rate's own:
 1. simulates a province (every rule's cases among ordinary business, a round
    of them per 1,000 events) and keeps the first rate x seconds events, in
    event-time order;
-2. starts `duanka worker` with every rule on and waits until it holds its
-   partitions;
+2. starts `duanka worker` with every rule on, waits until it holds its
+   partitions, and publishes the watchlist and the holdings snapshots;
 3. sends the events at a steady rate (aiokafka producer, 5 ms linger, in
    slices every 10 ms), noting when each was handed to the producer, while
    an aiokafka consumer in the same process reads the alert topic;
@@ -52,14 +52,15 @@ from throughput import (
     cpu_seconds,
     expected_alerts,
     keyed_lines,
+    list_lines,
     own_broker,
     produce,
-    watch_lines,
     worker_options,
     write_config,
 )
 
-from producers.simulator import iter_lines, simulate
+from producers.simulate import WorldFiles, write_world
+from producers.simulator import simulate
 from rules.config import Settings, load_settings
 from stream.topics import ensure_topics
 
@@ -71,17 +72,13 @@ TARGET_P99_MS = 250.0
 EVENTS_PER_ROUND = 1000
 
 
-def write_events(root: Path, count: int, seed: int) -> tuple[Path, Path]:
-    """At least `count` simulated events, dense with cases, and the watchlist, as JSON lines."""
+def write_events(root: Path, count: int, seed: int) -> WorldFiles:
+    """At least `count` simulated events, dense with cases, the watchlist and the holdings."""
     rounds = max(1, count // EVENTS_PER_ROUND)
     # the cases' people come out of the total, and they open fewer cards than
     # ordinary people do: ask for a quarter more
     world = simulate(count * 5 // 4, days=30, seed=seed, rounds=rounds)
-    events = root / "events.jsonl"
-    events.write_bytes(b"".join(line + b"\n" for line in iter_lines(world.events)))
-    watchlist = root / "watchlist.jsonl"
-    watchlist.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in world.watchlist))
-    return events, watchlist
+    return write_world(world, root)
 
 
 def first_events(path: Path, count: int, out: Path) -> int:
@@ -307,15 +304,15 @@ def run_rate(
         config = write_config(root, kafka.bootstrap, partitions, options)
         settings = load_settings(config, environ={})
         ensure_topics(settings)
-        everything, watchlist = write_events(root, rate * seconds, seed)
+        files = write_events(root, rate * seconds, seed)
         events = root / "sent.jsonl"
-        first_events(everything, rate * seconds, events)
-        expected = expected_alerts(settings, events, watchlist)
+        first_events(files.events, rate * seconds, events)
+        expected = expected_alerts(settings, events, files)
         worker = Worker(config, settings)
         try:
             worker.start()
             wait_ready(worker)
-            asyncio.run(produce(kafka.bootstrap, watch_lines(watchlist, settings)))
+            asyncio.run(produce(kafka.bootstrap, list_lines(files, settings)))
             settle = max(60.0, seconds)
             result = asyncio.run(
                 stream_and_listen(kafka.bootstrap, settings, events, rate, expected, worker, settle)

@@ -3,8 +3,9 @@
     .venv/bin/python bench/replay.py [--events 1000000 5000000] [--days 365]
 
 For each size, `duanka simulate` writes a province (ordinary business plus
-every injected case) of about that many events over --days, and `duanka
-replay` runs over it; both run as child processes, and each child's own peak
+every injected case, and what everyone held when it began) of about that
+many events over --days, and `duanka replay` runs over it, its holdings
+loaded first; both run as child processes, and each child's own peak
 resident memory is read from the kernel when it exits. Prints one row per
 size, with the memory per identity, so how memory grows with the number of
 identities shows; writes the rows to bench/results/replay.json.
@@ -47,7 +48,7 @@ def measure(events: int, days: int, directory: Path) -> dict[str, object]:
         duanka("simulate", "--out", str(directory), "--events", str(events), "--days", str(days))
     )
     truth = directory / "truth.jsonl"
-    files = directory / "events.jsonl", directory / "watchlist.jsonl"
+    files = directory / "events.jsonl", directory / "watchlist.jsonl", directory / "holdings.jsonl"
     count = sum(1 for _ in files[0].open("rb"))
     people = re.search(r"by ([\d,]+) people", said)
     assert people, said
@@ -59,6 +60,8 @@ def measure(events: int, days: int, directory: Path) -> dict[str, object]:
             "--quiet",
             "--watchlist",
             str(files[1]),
+            "--holdings",
+            str(files[2]),
             "--out",
             str(directory / "alerts.jsonl"),
         )

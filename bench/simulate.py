@@ -3,7 +3,7 @@
     .venv/bin/python bench/simulate.py [--events 1000000] [--days 30]
 
 Runs the command as a user would, in a child process, writing the events,
-watchlist and ground truth to a temporary directory. Prints the wall time,
+watchlist, holdings snapshots and ground truth to a temporary directory. Prints the wall time,
 the rate and the child's peak resident memory, and writes them to
 bench/results/simulate.json.
 """

@@ -6,8 +6,8 @@ In one run, on the same pre-filled topics of a broker of its own (started
 with `stream.broker.start` on a free port in a temporary directory):
 
 1. simulates a province of about --events events over 30 days (every rule's
-   cases among ordinary business) and writes them, with the watchlist, to
-   topics of --partitions partitions (the worker's internal topics and
+   cases among ordinary business) and writes them, after the watchlist and
+   the holdings snapshots, to topics of --partitions partitions (the worker's internal topics and
    changelogs get as many), with an aiokafka producer (1 MiB batches, 50 ms
    linger);
 2. reads the event topics from the beginning to their end offsets with a
@@ -57,9 +57,11 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from producers.simulator import iter_lines, simulate
+from producers.simulate import WorldFiles, write_world
+from producers.simulator import simulate
 from rules.config import Settings, load_settings
 from rules.engine import Engine
+from rules.holdings import parse_holding
 from rules.pseudonym import Pseudonymizer
 from rules.replay import replay
 from stream import broker
@@ -104,6 +106,7 @@ def write_config(
         "sim_events",
         "bank_events",
         "watchlist",
+        "holdings",
         "alerts",
         "deadletter",
         "identity_events",
@@ -135,16 +138,10 @@ def write_config(
 # ------------------------------------------------------------------ events
 
 
-def write_events(root: Path, events: int, seed: int) -> tuple[Path, Path, int]:
-    """Simulated events and watchlist as JSON lines; the number of events."""
+def write_events(root: Path, events: int, seed: int) -> tuple[WorldFiles, int]:
+    """Simulated events, watchlist and holdings as JSON lines; the number of events."""
     world = simulate(events, days=30, seed=seed)
-    path = root / "events.jsonl"
-    with path.open("wb") as out:
-        for line in iter_lines(world.events):
-            out.write(line + b"\n")
-    watchlist = root / "watchlist.jsonl"
-    watchlist.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in world.watchlist))
-    return path, watchlist, len(world.events)
+    return write_world(world, root), len(world.events)
 
 
 def keyed_lines(path: Path, settings: Settings) -> Iterator[tuple[str, bytes, bytes]]:
@@ -164,6 +161,20 @@ def watch_lines(path: Path, settings: Settings) -> Iterator[tuple[str, bytes, by
         for raw in lines:
             value = raw.rstrip(b"\n")
             yield settings.topics.watchlist, orjson.loads(value)["id_number"].encode(), value
+
+
+def hold_lines(path: Path, settings: Settings) -> Iterator[tuple[str, bytes, bytes]]:
+    """Holdings snapshots, keyed as `duanka holdings load` keys them (source and id number)."""
+    with path.open("rb") as lines:
+        for raw in lines:
+            value = raw.rstrip(b"\n")
+            yield settings.topics.holdings, parse_holding(value).key(), value
+
+
+def list_lines(files: WorldFiles, settings: Settings) -> Iterator[tuple[str, bytes, bytes]]:
+    """The watchlist, then the holdings snapshots: what the events are screened with."""
+    yield from watch_lines(files.watchlist, settings)
+    yield from hold_lines(files.holdings, settings)
 
 
 async def produce(bootstrap: str, records: Iterator[tuple[str, bytes, bytes]]) -> int:
@@ -228,11 +239,18 @@ async def bare_consume(bootstrap: str, topics: list[str], partitions: int) -> tu
 # ------------------------------------------------------------------ expected alerts
 
 
-def expected_alerts(settings: Settings, events: Path, watchlist: Path) -> set[str]:
-    """The alert ids `duanka replay` gives for the same events and settings."""
+def expected_alerts(settings: Settings, events: Path, files: WorldFiles) -> set[str]:
+    """The alert ids `duanka replay` gives for the events, with the world's lists and settings."""
 
     out = io.BytesIO()
-    replay(events, Engine(settings.rules), Pseudonymizer(KEY.encode()), out, watchlist=watchlist)
+    replay(
+        events,
+        Engine(settings.rules),
+        Pseudonymizer(KEY.encode()),
+        out,
+        watchlist=files.watchlist,
+        holdings=files.holdings,
+    )
     return {orjson.loads(line)["alert_id"] for line in out.getvalue().splitlines()}
 
 
@@ -622,13 +640,13 @@ def main() -> int:
             settings = load_settings(config, environ={})
             ensure_topics(settings)
             started = time.perf_counter()
-            events_path, watchlist, count = write_events(root, args.events, args.seed)
+            files, count = write_events(root, args.events, args.seed)
             simulated = time.perf_counter() - started
             print(f"simulated {count} events in {simulated:.1f} s")
 
             started = time.perf_counter()
-            asyncio.run(produce(bootstrap, watch_lines(watchlist, settings)))
-            sent = asyncio.run(produce(bootstrap, keyed_lines(events_path, settings)))
+            asyncio.run(produce(bootstrap, list_lines(files, settings)))
+            sent = asyncio.run(produce(bootstrap, keyed_lines(files.events, settings)))
             fill_seconds = time.perf_counter() - started
             print(f"pre-filled {sent} events in {fill_seconds:.1f} s")
 
@@ -639,7 +657,7 @@ def main() -> int:
 
             expected: set[str] | None = None
             if not args.no_check:
-                expected = expected_alerts(settings, events_path, watchlist)
+                expected = expected_alerts(settings, files.events, files)
                 print(f"replay predicts {len(expected)} alerts")
 
             print("worker: starting")
