@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from producers.inventory import holding_lines
 from producers.simulator import World, iter_lines
 from rules.config import load_settings
 from rules.engine import Engine
@@ -108,6 +109,11 @@ class WorkerRun:
 
     def create_topics(self) -> None:
         self.duanka("topics", "create")
+
+    def load_lists(self, watchlist: Path, holdings: Path) -> None:
+        """Publish the watchlist and the holdings snapshots, as their keepers would."""
+        self.duanka("watchlist", "load", str(watchlist))
+        self.duanka("holdings", "load", "--quiet", str(holdings))
 
     def start(self, *args: str) -> None:
         """Start `duanka worker` (with `args`, such as "--loglevel", "debug"), logging to `log`."""
@@ -288,19 +294,27 @@ def unscreened(run: WorkerRun) -> int:
     return count
 
 
-def write_world(world: World, root: Path) -> tuple[Path, Path]:
+def write_world(world: World, root: Path) -> tuple[Path, Path, Path]:
+    """The world's events, watchlist and holdings snapshots, as JSON-lines files."""
     events = root / "events.jsonl"
     events.write_bytes(b"".join(line + b"\n" for line in iter_lines(world.events)))
     watchlist = root / "watchlist.jsonl"
     watchlist.write_bytes(b"".join(orjson.dumps(entry) + b"\n" for entry in world.watchlist))
-    return events, watchlist
+    holdings = root / "holdings.jsonl"
+    lines = holding_lines(world.holdings, world.as_of)
+    holdings.write_bytes(b"".join(line + b"\n" for line in lines))
+    return events, watchlist, holdings
 
 
-def replay_alerts(run: WorkerRun, events: Path, watchlist: Path) -> dict[str, dict[str, Any]]:
+def replay_alerts(
+    run: WorkerRun, events: Path, watchlist: Path, holdings: Path | None = None
+) -> dict[str, dict[str, Any]]:
     """What `duanka replay` gives for the same files and settings, by alert_id."""
     settings = load_settings(run.config, environ={})
     out = io.BytesIO()
-    replay(events, Engine(settings.rules), Pseudonymizer(KEY.encode()), out, watchlist=watchlist)
+    engine = Engine(settings.rules)
+    pseudonymizer = Pseudonymizer(KEY.encode())
+    replay(events, engine, pseudonymizer, out, watchlist=watchlist, holdings=holdings)
     return by_alert_id(out.getvalue().splitlines())
 
 

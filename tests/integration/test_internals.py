@@ -61,8 +61,8 @@ def test_stores_hold_the_changelogs_and_faust_recovers_them(
 ) -> None:
     run = worker_run
     world = Simulator(seed=35, days=30).build(ordinary_people=600)
-    events, watchlist = write_world(world, tmp_path)
-    run.duanka("watchlist", "load", str(watchlist))
+    events, watchlist, holdings = write_world(world, tmp_path)
+    run.load_lists(watchlist, holdings)
     run.duanka("produce", "--quiet", str(events))
     run.start()
     wait_screened(run, [run])

@@ -46,9 +46,11 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         broker.stop(data_dir)
 
 
-def screen(run: WorkerRun, events: Path, watchlist: Path) -> dict[str, dict[str, object]]:
+def screen(
+    run: WorkerRun, events: Path, watchlist: Path, holdings: Path
+) -> dict[str, dict[str, object]]:
     """Load, produce, wait until screened: the alerts, by id."""
-    run.duanka("watchlist", "load", str(watchlist))
+    run.load_lists(watchlist, holdings)
     run.duanka("produce", "--quiet", str(events))
     wait_screened(run, [run])
     return by_alert_id([r.value for r in read_topic(run.bootstrap, run.topics["alerts"])])
@@ -57,7 +59,7 @@ def screen(run: WorkerRun, events: Path, watchlist: Path) -> dict[str, dict[str,
 def test_state_built_on_another_cluster_is_discarded_and_rebuilt(tmp_path: Path) -> None:
     """Same data directory, same topic names, a new cluster: the worker must not trust its state."""
     world = Simulator(seed=31, days=30).build(ordinary_people=800)
-    events, watchlist = write_world(world, tmp_path)
+    events, watchlist, holdings = write_world(world, tmp_path)
     runs: list[WorkerRun] = []
     same = uuid.uuid4().hex[:8]  # the same topic names, app id and data directory on both
     for name in ("old", "new"):
@@ -66,10 +68,10 @@ def test_state_built_on_another_cluster_is_discarded_and_rebuilt(tmp_path: Path)
         try:
             run = WorkerRun(f"127.0.0.1:{port}", tmp_path, run=same)
             run.create_topics()
-            expected = replay_alerts(run, events, watchlist)
+            expected = replay_alerts(run, events, watchlist, holdings)
             run.start()
             try:
-                alerts = screen(run, events, watchlist)
+                alerts = screen(run, events, watchlist, holdings)
             finally:
                 run.stop()
             assert alerts == expected, f"{name} cluster: {len(alerts)} of {len(expected)} alerts"
@@ -87,11 +89,11 @@ def test_a_worker_survives_an_outage_says_so_once_and_stops_on_sigterm_without_k
     run = WorkerRun(f"127.0.0.1:{port}", tmp_path)
     run.create_topics()
     world = Simulator(seed=32, days=30).build(ordinary_people=600)
-    events, watchlist = write_world(world, tmp_path)
-    expected = replay_alerts(run, events, watchlist)
+    events, watchlist, holdings = write_world(world, tmp_path)
+    expected = replay_alerts(run, events, watchlist, holdings)
     run.start()
     try:
-        assert screen(run, events, watchlist) == expected
+        assert screen(run, events, watchlist, holdings) == expected
         before = run.log.stat().st_size
         broker.stop(data_dir)
         time.sleep(10)
@@ -125,7 +127,7 @@ def test_writing_to_a_missing_topic_says_which_and_what_to_do(
 ) -> None:
     run = WorkerRun(kafka_bootstrap, tmp_path)  # its topics are never made
     world = Simulator(seed=33, days=30).build(ordinary_people=50)
-    events, watchlist = write_world(world, tmp_path)
+    events, watchlist, _ = write_world(world, tmp_path)
     path = events if command[0] == "produce" else watchlist
     started = time.monotonic()
     result = subprocess.run(

@@ -5,10 +5,11 @@ and device ids events carry (the worker keeps keyed tokens of those, and
 masks in alerts).
 
 A simulated province in which every rule fires (the watchlist loaded through
-its topic and one entry removed again, a person with a non-resident id, and
-malformed records that carry id numbers) runs through a real worker. Every id
-number of the input is then looked for in everything the worker writes or
-shows: every topic of the run except the inputs and the dead-letter topic (so
+its topic and one entry removed again, the holdings snapshots through theirs,
+a person with a non-resident id, and malformed records that carry id
+numbers) runs through a real worker. Every id number of the input is then
+looked for in everything the worker writes or shows: every topic of the run
+except the inputs and the dead-letter topic (so
 the alerts too, which may carry a number only masked), the RocksDB stores
 (iterated, and every file under the data dir scanned byte for byte), the
 worker's log, /metrics and the console's JSON. The pseudonyms, which is what
@@ -99,15 +100,15 @@ class Search:
         self.seen[kind] = self.seen.get(kind, 0) + len(self.pseudonyms.findall(data))
 
 
-def first_month(tmp_path: Path) -> tuple[World, Path, Path]:
+def first_month(tmp_path: Path) -> tuple[World, Path, Path, Path]:
     """Every rule's cases and a passport holder mailing a SIM to a hotspot; the replay files."""
     sim = Simulator(seed=21, days=30)
     world = sim.build(ordinary_people=100)
     mailed = {"method": "mail", "region_code": "530102", "address_key": "pp-1"}
     sim.emit("sim.activate", PASSPORT, sim.when(3), id_type="other", delivery=mailed)
     world.events.sort(key=lambda e: (e["occurred_at"], e["source"], e["event_id"]))
-    events, watchlist = write_world(world, tmp_path)
-    return world, events, watchlist
+    events, watchlist, holdings = write_world(world, tmp_path)
+    return world, events, watchlist, holdings
 
 
 def second_month(tmp_path: Path) -> World:
@@ -181,7 +182,8 @@ def distinct(records: list[Any]) -> int:
 
 def run_topics(run: WorkerRun, admin: KafkaAdminClient) -> list[str]:
     """Every topic on the broker that belongs to this run, but its inputs and dead letters."""
-    outside = {run.topics[n] for n in ("sim_events", "bank_events", "watchlist", "deadletter")}
+    inputs = ("sim_events", "bank_events", "watchlist", "holdings", "deadletter")
+    outside = {run.topics[n] for n in inputs}
     return sorted(t for t in admin.list_topics() if run.run in t and t not in outside)
 
 
@@ -210,21 +212,22 @@ class FirstRun:
     world: World
     events: Path
     watchlist: Path
+    holdings: Path
     expected: dict[str, dict[str, Any]]
     metrics: bytes
     console: bytes
 
 
 def first_run(run: WorkerRun, tmp_path: Path) -> FirstRun:
-    world, events, watchlist = first_month(tmp_path)
-    expected = replay_alerts(run, events, watchlist)
+    world, events, watchlist, holdings = first_month(tmp_path)
+    expected = replay_alerts(run, events, watchlist, holdings)
     assert {a["rule_id"] for a in expected.values()} == ALL_RULES
     assert mask_id(PASSPORT) in {a["subject"].get("id_masked") for a in expected.values()}
     removed = tmp_path / "removed.jsonl"
     removed.write_bytes(orjson.dumps({**world.watchlist[0], "id_number": REMOVED}) + b"\n")
     bad = malformed(world)
 
-    run.duanka("watchlist", "load", str(watchlist))
+    run.load_lists(watchlist, holdings)
     run.duanka("watchlist", "load", str(removed))
     run.duanka("watchlist", "remove", REMOVED)
     send(run, bad)
@@ -245,7 +248,7 @@ def first_run(run: WorkerRun, tmp_path: Path) -> FirstRun:
         run, "/console/alerts.json", lambda body: orjson.loads(body)["total"] == len(expected)
     )
     run.stop()
-    return FirstRun(world, events, watchlist, expected, metrics, console)
+    return FirstRun(world, events, watchlist, holdings, expected, metrics, console)
 
 
 def debug_run(run: WorkerRun, tmp_path: Path, first: FirstRun) -> World:
@@ -253,7 +256,7 @@ def debug_run(run: WorkerRun, tmp_path: Path, first: FirstRun) -> World:
     later = second_month(tmp_path)
     both = tmp_path / "both.jsonl"
     both.write_bytes(first.events.read_bytes() + (tmp_path / "second.jsonl").read_bytes())
-    expected = replay_alerts(run, both, first.watchlist)
+    expected = replay_alerts(run, both, first.watchlist, first.holdings)
     assert len(expected) > len(first.expected)
     run.start("--loglevel", "debug")
     run.duanka("produce", "--quiet", str(tmp_path / "second.jsonl"))

@@ -66,11 +66,11 @@ def test_workers_in_one_group_give_replays_alerts(
     runs = group_of(kafka_bootstrap, tmp_path, count)
     first = runs[0]
     world = Simulator(seed=40 + count, days=30).build(ordinary_people=1500)
-    events, watchlist = write_world(world, tmp_path)
-    expected = replay_alerts(first, events, watchlist)
+    events, watchlist, holdings = write_world(world, tmp_path)
+    expected = replay_alerts(first, events, watchlist, holdings)
     assert {a["rule_id"] for a in expected.values()} == ALL_RULES
     try:
-        first.duanka("watchlist", "load", str(watchlist))
+        first.load_lists(watchlist, holdings)
         for run in runs:
             run.start()
         first.duanka("produce", "--quiet", str(events))
@@ -88,14 +88,14 @@ def test_a_worker_of_three_killed_mid_stream_loses_nothing(
     runs = group_of(kafka_bootstrap, tmp_path, 3)
     first, victim = runs[0], runs[1]
     world = Simulator(seed=44, days=30).build(ordinary_people=1500, rounds=2)
-    events, watchlist = write_world(world, tmp_path)
-    expected = replay_alerts(first, events, watchlist)
+    events, watchlist, holdings = write_world(world, tmp_path)
+    expected = replay_alerts(first, events, watchlist, holdings)
     lines = events.read_bytes().splitlines(keepends=True)
     halves = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     halves[0].write_bytes(b"".join(lines[: len(lines) // 2]))
     halves[1].write_bytes(b"".join(lines[len(lines) // 2 :]))
     try:
-        first.duanka("watchlist", "load", str(watchlist))
+        first.load_lists(watchlist, holdings)
         for run in runs:
             run.start()
         first.duanka("produce", "--quiet", str(halves[0]))

@@ -1,4 +1,4 @@
-"""`duanka simulate --to-kafka`: the watchlist and every event to its topic, at the rate asked."""
+"""`duanka simulate --to-kafka`: the lists and every event to their topics, at the rate asked."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def test_simulated_events_reach_their_topics_at_the_rate_asked(
     said = done.stdout.decode()
     events = [orjson.loads(line) for line in (out / "events.jsonl").read_bytes().splitlines()]
     watchlist = (out / "watchlist.jsonl").read_bytes().splitlines()
+    holdings = (out / "holdings.jsonl").read_bytes().splitlines()
     assert f"published {len(watchlist)} watchlist entries" in said
+    assert f"published {len(holdings)} holdings snapshots" in said
     assert f"sent {len(events)} records" in said
     assert elapsed >= len(events) / 300 * 0.9  # paced: no faster than 300 a second
 
@@ -42,3 +44,9 @@ def test_simulated_events_reach_their_topics_at_the_rate_asked(
     entries = worker_run.read("watchlist", until=lambda rs: len(rs) >= len(watchlist), settle=1)
     listed = sorted(orjson.loads(line)["id_number"].encode() for line in watchlist)
     assert sorted(r.key for r in entries) == listed
+    # the snapshots keyed by source and id number, so that compaction keeps the latest of each
+    snapshots = worker_run.read("holdings", until=lambda rs: len(rs) >= len(holdings), settle=1)
+    held = [orjson.loads(line) for line in holdings]
+    assert sorted(r.key for r in snapshots) == sorted(
+        f"{h['source']}\x1f{h['id_number']}".encode() for h in held
+    )

@@ -44,11 +44,11 @@ def assert_same(
 
 def test_stream_equals_replay(run: WorkerRun, tmp_path: Path) -> None:
     world = Simulator(seed=11, days=30).build(ordinary_people=1500)
-    events, watchlist = write_world(world, tmp_path)
-    expected = replay_alerts(run, events, watchlist)
+    events, watchlist, holdings = write_world(world, tmp_path)
+    expected = replay_alerts(run, events, watchlist, holdings)
     assert {a["rule_id"] for a in expected.values()} == ALL_RULES  # the file exercises every rule
 
-    run.duanka("watchlist", "load", str(watchlist))
+    run.load_lists(watchlist, holdings)
     run.start()
     run.duanka("produce", "--quiet", str(events))
 
@@ -58,14 +58,14 @@ def test_stream_equals_replay(run: WorkerRun, tmp_path: Path) -> None:
 
 def test_killed_worker_loses_no_alert(run: WorkerRun, tmp_path: Path) -> None:
     world = Simulator(seed=12, days=30).build(ordinary_people=1500, rounds=2)
-    events, watchlist = write_world(world, tmp_path)
-    expected = replay_alerts(run, events, watchlist)
+    events, watchlist, holdings = write_world(world, tmp_path)
+    expected = replay_alerts(run, events, watchlist, holdings)
     lines = events.read_bytes().splitlines(keepends=True)
     halves = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     halves[0].write_bytes(b"".join(lines[: len(lines) // 2]))
     halves[1].write_bytes(b"".join(lines[len(lines) // 2 :]))
 
-    run.duanka("watchlist", "load", str(watchlist))
+    run.load_lists(watchlist, holdings)
     run.start()
     run.duanka("produce", "--quiet", str(halves[0]))
     # kill it while it works through the first half: some alerts out, some not
