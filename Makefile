@@ -19,15 +19,16 @@ $(STAMP): pyproject.toml setup.py $(wildcard rules/*.py)
 
 # Debian packages the tests and the demo use: Java and Maven (the local Kafka
 # broker and the fetch of its jars), kcat (a third Kafka client the
-# integration tests check), openssl (the access-control test's
-# certificates), docker-compose (validates docker-compose.yml
-# without an engine), and Chromium, its WebDriver and a Chinese font (the
-# police console's browser test and screenshot).
+# integration tests check), curl (the docs' call of the pre-opening check),
+# openssl (the access-control test's certificates), docker-compose (validates
+# docker-compose.yml without an engine), and Chromium, its WebDriver and a
+# Chinese font (the police console's browser test and screenshot).
 tools:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
