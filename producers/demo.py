@@ -18,16 +18,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from producers.evaluate import details, evaluate, read_truth, table
-from producers.produce import produce_file
+from producers.produce import Line, produce_file
 from producers.sample import malformed_records
 from producers.simulate import WorldFiles, describe, write_world
 from producers.simulator import simulate
@@ -35,6 +39,7 @@ from rules.alert import Alert, decode_alert
 from rules.config import Settings
 from rules.engine import Engine
 from rules.errors import DuankaError
+from rules.event import CHECK_SCHEMA
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from rules.replay import replay
 from stream.security import kafka_python_options
@@ -45,6 +50,9 @@ DEMO_RATE = 60.0
 SETTLE_S = 120.0  # after the last event is sent, the longest wait for the last alerts
 STATUS_EVERY_S = 10.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
+CHECK_TIMEOUT_S = 2.0  # a counter's deadline for the check's answer
+READY_WAIT_S = 120.0  # how long the first check waits for the worker to answer
+OPENINGS = ("sim.activate", "bank.open")
 
 
 def say(text: str = "") -> None:
@@ -81,15 +89,98 @@ def prepare(directory: Path, options: DemoOptions) -> tuple[WorldFiles, int]:
     return files, len(lines)
 
 
-def expected_results(files: WorldFiles, settings: Settings, environ: Mapping[str, str]) -> Expected:
-    """The alert ids the engine gives for the files, replayed, and how many lines it rejects."""
+def expected_results(
+    files: WorldFiles, settings: Settings, environ: Mapping[str, str], events: Path | None = None
+) -> Expected:
+    """The alert ids the engine gives for the files (or other `events`), and the lines rejected."""
     pseudonymizer = Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
     out = io.BytesIO()
     summary = replay(
-        files.events, Engine(settings.rules), pseudonymizer, out, io.BytesIO(), files.watchlist
+        events or files.events,
+        Engine(settings.rules),
+        pseudonymizer,
+        out,
+        io.BytesIO(),
+        files.watchlist,
+        holdings=files.holdings,
     )
     alert_ids = {orjson.loads(line)["alert_id"] for line in out.getvalue().splitlines()}
     return Expected(alert_ids, summary.rejected)
+
+
+class CounterChecks:
+    """Openings at a counter are checked first (POST /v1/check); a refused one is not opened.
+
+    Every line that is sent is also written to `sent`, with the check_id of
+    its check, so that the rule engine can say what the stream should give.
+    A check that is not answered in time goes to manual review, and the demo
+    opens the card (the counter's staff would decide).
+    """
+
+    def __init__(self, settings: Settings, sent: Path) -> None:
+        worker = settings.worker
+        self.url = f"http://{worker.web_host}:{worker.web_port}/v1/check"
+        self.sent_path = sent
+        self.sent = sent.open("wb")
+        self.decisions: Counter[str] = Counter()
+        self.refused_by: Counter[str] = Counter()
+        self.stale = 0
+        self.unanswered = 0
+        self.ready = False
+        self.refused: set[str] = set()  # "source/event_id" of the openings not made
+
+    def __call__(self, line: Line) -> bytes | None:
+        value = line.value
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            event = None
+        if (
+            type(event) is dict
+            and event.get("event_type") in OPENINGS
+            and event.get("channel") == "counter"
+            and type(event.get("event_id")) is str
+        ):
+            answer = self.ask(event)
+            if answer is not None:
+                self.decisions[answer["decision"]] += 1
+                self.stale += bool(answer.get("stale"))
+                if answer["decision"] == "refuse":
+                    for reason in answer["reasons"]:
+                        if reason["action"] == "block":
+                            self.refused_by[reason["rule_id"]] += 1
+                    self.refused.add(f"{event.get('source')}/{event['event_id']}")
+                    return None
+                value = orjson.dumps(event | {"check_id": answer["check_id"]})
+        self.sent.write(value + b"\n")
+        return value
+
+    def ask(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        check = {k: v for k, v in event.items() if k != "event_id"}
+        check |= {"schema": CHECK_SCHEMA, "check_id": f"chk-{event['event_id']}"}
+        body = orjson.dumps(check)
+        deadline = time.monotonic() + (CHECK_TIMEOUT_S if self.ready else READY_WAIT_S)
+        while True:
+            request = urllib.request.Request(
+                self.url, data=body, headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT_S) as response:
+                    answer: dict[str, Any] = orjson.loads(response.read())
+                    self.ready = True
+                    return answer
+            except urllib.error.HTTPError as error:
+                if error.code != 503:  # a 400: the opening is not valid; the stream rejects it too
+                    return None
+            except OSError:
+                pass  # not listening yet, or no answer in time
+            if time.monotonic() >= deadline:
+                self.unanswered += 1
+                return None
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        self.sent.close()
 
 
 def local_port(bootstrap: str) -> int | None:
@@ -175,10 +266,17 @@ def output_consumer(settings: Settings) -> KafkaConsumer:
 class Sender:
     """Sends the events file at a steady rate in a thread of its own."""
 
-    def __init__(self, files: WorldFiles, settings: Settings, rate: float) -> None:
+    def __init__(
+        self,
+        files: WorldFiles,
+        settings: Settings,
+        rate: float,
+        before_send: Callable[[Line], bytes | None] | None = None,
+    ) -> None:
         self.sent = 0
         self.error: BaseException | None = None
         self.summary = ""
+        self.before_send = before_send
         self._thread = threading.Thread(
             target=self._run, args=(files, settings, rate), name="demo-sender", daemon=True
         )
@@ -186,7 +284,12 @@ class Sender:
     def _run(self, files: WorldFiles, settings: Settings, rate: float) -> None:
         try:
             result = produce_file(
-                files.events, settings, progress=False, rate=rate, on_sent=self._count
+                files.events,
+                settings,
+                progress=False,
+                rate=rate,
+                on_sent=self._count,
+                before_send=self.before_send,
             )
             self.summary = result.describe(str(files.events))
         except BaseException as exc:  # reported by the thread that watches
@@ -226,6 +329,7 @@ def console_url(settings: Settings) -> str:
 def run_demo(
     settings: Settings, workdir: Path, options: DemoOptions, environ: Mapping[str, str]
 ) -> int:
+    from producers.holdings import load_file as load_holdings
     from producers.watchlist import load_file
     from stream.topics import ensure_topics
 
@@ -236,28 +340,38 @@ def run_demo(
     with local_broker(settings, workdir, environ):
         ensure_topics(settings)
         files, lines = prepare(directory, options)
-        expected = expected_results(files, settings, environ)
+        unchecked = expected_results(files, settings, environ)
         say(
-            f"wrote {lines:,} records to {files.events}: the rule engine expects "
-            f"{len(expected.alert_ids)} alerts, and {expected.rejected} records are malformed"
+            f"wrote {lines:,} records to {files.events}: unchecked, the rule engine expects "
+            f"{len(unchecked.alert_ids)} alerts, and {unchecked.rejected} records are malformed"
         )
         if Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ)).is_development_key:
             say(
                 "pseudonyms use the built-in development key: set DUANKA_PSEUDONYM_KEY for real use"
             )
         load_file(files.watchlist, settings)
+        load_holdings(files.holdings, settings, progress=False)
         with worker_process(settings, workdir, environ) as worker:
             say(f"police console: {console_url(settings)} (open it in a browser while this runs)")
             consumer = output_consumer(settings)
+            checks = CounterChecks(settings, directory / "sent.jsonl")
             try:
-                sender = Sender(files, settings, options.rate)
+                sender = Sender(files, settings, options.rate, checks)
                 sender.start()
                 say(
                     f"sending {lines:,} records at {options.rate:g} a second, as carriers "
-                    "and banks would; alerts and dead letters appear as they come back from Kafka:"
+                    "and banks would; each opening at a counter is checked first "
+                    "(POST /v1/check) and not opened if refused; alerts and dead letters "
+                    "appear as they come back from Kafka:"
                 )
-                seen = watch(consumer, settings, worker, sender, expected, lines)
-                code = summarise(files, settings, sender, expected, seen)
+
+                def expected_now() -> Expected:
+                    checks.close()
+                    return expected_results(files, settings, environ, checks.sent_path)
+
+                seen, expected = watch(consumer, settings, worker, sender, expected_now, lines)
+                code = summarise(files, settings, sender, expected, seen, frozenset(checks.refused))
+                summarise_checks(checks, unchecked, expected)
                 if options.forever:
                     say(f"\nstill running: the police console is at {console_url(settings)}")
                     say("following new alerts; Ctrl-C stops the worker and the broker")
@@ -276,11 +390,16 @@ def watch(
     settings: Settings,
     worker: subprocess.Popen[bytes],
     sender: Sender,
-    expected: Expected,
+    expect: Callable[[], Expected],
     lines: int,
-) -> Seen:
-    """Print alerts and dead letters until every expected one came, or time is up."""
+) -> tuple[Seen, Expected]:
+    """Print alerts and dead letters until every expected one came, or time is up.
+
+    What is expected is known once everything is sent (`expect`): the
+    counters' refusals decide which openings reach Kafka.
+    """
     seen = Seen()
+    expected: Expected | None = None
     started = time.monotonic()
     status_at = started + STATUS_EVERY_S
     deadline: float | None = None
@@ -296,12 +415,13 @@ def watch(
             )
         if not sender.done:
             continue
-        if deadline is None:
+        if deadline is None or expected is None:
             deadline = now + SETTLE_S
             say(f"  ... all {lines:,} records sent in {now - started:.0f} s; waiting for the last")
+            expected = expect()
         complete = expected.alert_ids <= set(seen.alerts) and seen.dead >= expected.rejected
         if complete or now >= deadline:
-            return seen
+            return seen, expected
 
 
 def poll(
@@ -332,14 +452,52 @@ def follow(
         poll(consumer, settings, worker, seen)
 
 
-def summarise(
-    files: WorldFiles, settings: Settings, sender: Sender, expected: Expected, seen: Seen
-) -> int:
-    """Score the alerts against the ground truth and the rule engine; 0 if all is as expected."""
-    say(f"\n{sender.summary}")
-    evaluation = evaluate(
-        read_truth(files.truth), seen.alerts.values(), list(settings.rules.__dataclass_fields__)
+def summarise_checks(checks: CounterChecks, unchecked: Expected, expected: Expected) -> None:
+    """What the counters' checks decided, and the alerts the refusals prevented."""
+    asked = sum(checks.decisions.values())
+    decided = ", ".join(f"{checks.decisions[d]} {d}" for d in ("allow", "review", "refuse"))
+    say(
+        f"\nchecks at the counter: {asked} ({decided}); {checks.stale} stale, "
+        f"{checks.unanswered} not answered in time (sent to manual review, opened)"
     )
+    for rule_id, count in sorted(checks.refused_by.items()):
+        say(f"  refused by {rule_id}: {count}")
+    prevented = unchecked.alert_ids - expected.alert_ids
+    say(
+        f"the refused openings were not made: {len(prevented)} alerts they would have raised "
+        f"(or caused later) never happened"
+    )
+
+
+def summarise(
+    files: WorldFiles,
+    settings: Settings,
+    sender: Sender,
+    expected: Expected,
+    seen: Seen,
+    refused: frozenset[str] = frozenset(),
+) -> int:
+    """Score the alerts against the ground truth and the rule engine; 0 if all is as expected.
+
+    A labelled case with an opening refused at the counter, that no alert
+    found, was stopped there: it is left out of the score, and counted.
+    """
+    say(f"\n{sender.summary}")
+    cases = read_truth(files.truth)
+    found = {
+        (alert.rule_id, f"{e.source}/{e.event_id}")
+        for alert in seen.alerts.values()
+        for e in alert.evidence
+    }
+    happened = [
+        case
+        for case in cases
+        if not refused.intersection(case.events)
+        or any((case.rule_id, event) in found for event in case.events)
+    ]
+    evaluation = evaluate(happened, seen.alerts.values(), list(settings.rules.__dataclass_fields__))
+    if len(happened) < len(cases):
+        say(f"\n{len(cases) - len(happened)} labelled cases were stopped at the counter")
     say("\nthe alerts against the simulation's ground truth:")
     say(table(evaluation))
     say(details(evaluation))

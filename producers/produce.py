@@ -151,11 +151,14 @@ def produce_file(
     progress: bool = True,
     rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,
+    before_send: Callable[[Line], bytes | None] | None = None,
 ) -> ProduceSummary:
     """Send every line of `path`; raise ProduceError if any record was not acknowledged.
 
     With `rate`, at most that many records a second; `on_sent` is told the
-    running count after each record is handed to the producer.
+    running count after each record is handed to the producer. `before_send`
+    gives the value to send for a line (its own, or another), or None to
+    leave the line out.
     """
     if not path.is_file():
         raise ProduceError(f"{path}: no such file")
@@ -170,7 +173,12 @@ def produce_file(
             for line in read_lines(path):
                 target = route(line, settings, topic)
                 assert target is not None  # check_routable saw to it
-                future = producer.send(target, value=line.value, key=line.key)
+                value = line.value if before_send is None else before_send(line)
+                if value is None:
+                    bar.update(1)
+                    pacer.wait()
+                    continue
+                future = producer.send(target, value=value, key=line.key)
                 future.add_errback(lambda exc, n=line.number: failures.append(f"line {n}: {exc}"))
                 summary.sent[target] += 1
                 bar.update(1)

@@ -50,6 +50,7 @@ def test_demo_shows_every_alert_and_scores_them(kafka_bootstrap: str, tmp_path: 
         check=False,
     )
     out = result.stdout
+    (tmp_path / "demo-output.txt").write_text(out)
     assert result.returncode == 0, out + result.stderr
     assert f"using the Kafka broker at {kafka_bootstrap}" in out
     assert "police console: http://127.0.0.1:" in out
@@ -57,12 +58,21 @@ def test_demo_shows_every_alert_and_scores_them(kafka_bootstrap: str, tmp_path: 
     assert received and received[1] == received[2] and int(received[1]) >= 30, out
     assert "; 3 dead letters, 3 expected" in out
     assert out.count("  dead letter: ") == 3
-    shown = re.findall(r"^  \d\d-\d\d \d\d:\d\d  [A-Z]+ +([a-z_]+) ", out, re.MULTILINE)
+    shown = re.findall(r"^  \d\d-\d\d \d\d:\d\d  [A-Z]+ +([a-z0-9_]+) ", out, re.MULTILINE)
     assert len(shown) == int(received[1])  # each alert printed once, as it came
-    assert set(shown) == ALL_RULES
+    # openings at a counter were checked first; what was refused was never opened
+    checks = re.search(
+        r"checks at the counter: (\d+) \((\d+) allow, (\d+) review, (\d+) refuse\)", out
+    )
+    assert checks and int(checks[1]) > 100 and int(checks[4]) > 0, out
+    refused = dict(re.findall(r"^  refused by ([a-z0-9_]+): (\d+)$", out, re.MULTILINE))
+    assert sum(map(int, refused.values())) >= int(checks[4])
+    assert re.search(r"the refused openings were not made: \d+ alerts", out)
+    # every rule alerted, or (a block rule) refused the openings it would have alerted on
+    assert set(shown) | set(refused) == ALL_RULES
     for rule_id in ALL_RULES:  # the ground-truth table: every rule found all its cases
-        row = re.search(rf"^{rule_id} +(\d+) +(\d+) +([\d.]+) ", out, re.MULTILINE)
-        assert row and row[1] == row[2] and row[3] == "1.00", rule_id
+        row = re.search(rf"^{rule_id} +(\d+) +(\d+) +([\d.]+|-) ", out, re.MULTILINE)
+        assert row and row[1] == row[2] and row[3] in ("1.00", "-"), rule_id
     assert "every labelled case was found and no alert was unexpected" in out
     assert "every expected alert and dead letter arrived through Kafka" in out
     assert "stopped the worker" in out
