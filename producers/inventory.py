@@ -7,7 +7,7 @@ people's snapshots themselves; everyone else who appears in the events gets
 an ordinary inventory: one to three SIMs, one or two accounts, at the home
 province's carriers and banks for most non-local people. An ordinary
 inventory leaves room for what the person opens in the period, so ordinary
-business never reaches either limit.
+business never goes past either limit.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import orjson
 
 from rules.holdings import ACCOUNT_CLASSES, HOLDING_SCHEMA, SIM_KINDS, carrier_of
 
-# the limits as config.yaml's defaults have them: the truth is written for those
-SIM_LIMIT = 5  # 一证五号: personal SIMs per carrier
-TYPE_ONE_LIMIT = 1  # 一人一行一个I类户: Type I accounts per bank
+# 一证五号 as config.yaml's default has it (the truth is written for the defaults):
+# personal SIMs per carrier; of Type I accounts a bank allows one (一人一行一个I类户)
+SIM_LIMIT = 5
 # a source is its carrier or bank and a province: ISO 3166-2:CN's letters for the province
 PROVINCE_LETTERS = {
     "11": "BJ",
@@ -72,7 +72,7 @@ def source_in(institution: str, province: str) -> str:
 
 
 class Holding(NamedTuple):
-    """What one person held at one source when the period began: a snapshot, before its time.
+    """What one person held at one source when the period began: one snapshot record.
 
     `counts` has SIMs by kind and accounts by class. A province has millions of
     these: a plain tuple is quick to make, and `holding_lines` writes them as

@@ -98,7 +98,7 @@ def run_simulate(
     from producers import holdings, watchlist
     from producers.produce import produce_file
 
-    # the lists before the events: the first opening is screened with what it knows
+    # the lists go first, so that the first events are screened with them
     watchlist.load_file(files.watchlist, settings)
     holdings.load_file(files.holdings, settings, progress=progress)
     summary = produce_file(files.events, settings, progress=progress, rate=rate or None)
