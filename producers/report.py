@@ -6,6 +6,12 @@ counts per rule and severity, alerts per day, the outlets and agents with the
 most alerts, where mailed SIMs went, and severity by region. Charts are
 matplotlib PNGs embedded as data URIs, so the page needs nothing else to open.
 No id number appears: alerts carry pseudonyms, and the page lists no identity.
+
+With a file of the pre-opening checks' decisions (`duanka.decision/1` JSON
+lines, as `duanka replay --decisions` writes them, or the audit records of
+`screening.decisions`), the page adds the checks decided by outcome and the
+refusals by rule, counted as the police console counts them
+(stream/decisions.py).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import matplotlib
 matplotlib.use("Agg")  # a file, never a window; set before anything imports pyplot
 
 import numpy as np
+import orjson
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -31,6 +38,7 @@ from matplotlib.ticker import MaxNLocator
 from rules.alert import SEVERITIES, Alert, decode_alert
 from rules.errors import DuankaError, InvalidAlert
 from rules.regions import PROVINCES
+from stream.decisions import DecisionCounts, InvalidDecision, decode_decision
 
 MAIL_RULE = "sim_mail_out_of_province"
 TOP = 10
@@ -53,19 +61,21 @@ COLUMNS = [
     "named_alerts",
 ]
 
+OUTCOME_COLORS = {"allow": "#2e7d32", "review": "#c98a00", "refuse": "#8e1020"}
+# the line `duanka replay --decisions` writes for a check that failed validation
+REJECTED_CHECK_KEYS = frozenset({"line", "error", "field"})
+
 Skip = Callable[[int, str], None]
 
 
 # ---------------------------------------------------------------- loading
 
 
-def warn_skipped(path: Path) -> Skip:
+def warn_skipped(path: Path, kind: str = "an alert") -> Skip:
     """A skip callback that warns on stderr, naming the file and line."""
 
     def warn(number: int, reason: str) -> None:
-        print(
-            f"duanka: warning: {path}:{number}: skipped, not an alert ({reason})", file=sys.stderr
-        )
+        print(f"duanka: warning: {path}:{number}: skipped, not {kind} ({reason})", file=sys.stderr)
 
     return warn
 
@@ -126,6 +136,52 @@ def _row(alert: Alert) -> dict[str, object]:
         "evidence": evidence,
         "named_alerts": tuple(str(a) for a in named) if isinstance(named, list) else (),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """A file of decisions, counted: each check once, refusals under each blocking rule.
+
+    `rejected`: lines for checks that failed validation (replay writes their
+    error where their decision would be); `skipped`: lines that are neither.
+    """
+
+    counts: DecisionCounts
+    rejected: int
+    skipped: int
+
+
+def load_decisions(path: Path, on_skip: Skip | None = None) -> Decisions:
+    """The decisions of a JSON-lines file, counted as the police console counts them.
+
+    A line that is neither a decision nor a rejected check is skipped and
+    passed to `on_skip` (a warning on stderr by default); blank lines are
+    ignored.
+    """
+    skip = on_skip or warn_skipped(path, "a decision")
+    counts = DecisionCounts(remember=sys.maxsize)  # a file is counted exactly, however long
+    rejected = skipped = 0
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                counts.add(decode_decision(line))
+            except InvalidDecision as error:
+                if _is_rejected_check(line):
+                    rejected += 1
+                else:
+                    skipped += 1
+                    skip(number, str(error))
+    return Decisions(counts, rejected, skipped)
+
+
+def _is_rejected_check(line: bytes) -> bool:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return type(obj) is dict and set(obj) == REJECTED_CHECK_KEYS
 
 
 def _code(value: object) -> str | None:
@@ -222,6 +278,18 @@ def _first_owner(keys: Iterable[object], owner: dict[object, str]) -> str | None
     return next((owner[key] for key in keys if key in owner), None)
 
 
+def outcome_counts(decisions: Decisions) -> pd.Series:
+    """Checks per outcome: allow, review, refuse, each shown even at zero."""
+    return pd.Series(decisions.counts.by_decision, dtype=int)
+
+
+def refusal_counts(decisions: Decisions) -> pd.Series:
+    """Refused checks per blocking rule, most first (ties by rule id); rules with none left out."""
+    refusals = {rule: n for rule, n in decisions.counts.refusals.items() if n}
+    counts = pd.Series(refusals, dtype=int)
+    return counts.sort_index().sort_values(ascending=False, kind="stable")
+
+
 # ---------------------------------------------------------------- charts
 
 
@@ -301,6 +369,37 @@ def plot_matrix(matrix: pd.DataFrame) -> str:
     return _png(figure)
 
 
+def plot_decisions(outcomes: pd.Series, refusals: pd.Series) -> str:
+    """Checks per outcome (bars in the outcome's colour) and, beside it, refusals per rule."""
+    panels = 2 if len(refusals) else 1
+    height = max(3.2, 1.4 + 0.4 * len(refusals))
+    figure = Figure(figsize=(5.0 + 6.0 * (panels - 1), height), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    ax = axes[0]
+    names = [str(name) for name in outcomes.index]
+    colors = [OUTCOME_COLORS.get(name, "#6b7689") for name in names]
+    bars = ax.bar(names, outcomes.to_numpy(dtype=float), color=colors, width=0.6)
+    ax.bar_label(bars, labels=[f"{int(v):,}" for v in outcomes])
+    ax.set_ylabel("checks")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(y=0.15)
+    ax.set_title("Checks decided, by outcome")
+    if panels == 2:
+        ax = axes[1]
+        rows = refusals.iloc[::-1]
+        bars = ax.barh(
+            [_plain(str(rule)) for rule in rows.index],
+            rows.to_numpy(dtype=float),
+            color=OUTCOME_COLORS["refuse"],
+        )
+        ax.bar_label(bars, labels=[f"{int(v):,}" for v in rows], padding=3)
+        ax.set_xlabel("refused checks")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.15)
+        ax.set_title("Refused checks, by blocking rule")
+    return _png(figure)
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -310,10 +409,18 @@ class ReportSummary:
 
     alerts: int
     skipped: int
+    decisions: int | None = None  # checks counted; None without a decisions file
+    decisions_skipped: int = 0
 
 
-def render_report(alerts: pd.DataFrame, title: str, skipped: int = 0) -> str:
-    """The whole page as one string; every text from the alerts is escaped."""
+def render_report(
+    alerts: pd.DataFrame,
+    title: str,
+    skipped: int = 0,
+    decisions: Decisions | None = None,
+    decisions_name: str = "",
+) -> str:
+    """The whole page as one string; every text from the alerts and decisions is escaped."""
     parts = [f"<h1>{_e(title)}</h1>"]
     if alerts.empty:
         parts.append('<p class="empty">There are no alerts in this file.</p>')
@@ -327,19 +434,30 @@ def render_report(alerts: pd.DataFrame, title: str, skipped: int = 0) -> str:
             _mail_section(alerts),
             _region_section(alerts),
         ]
+    if decisions is not None:
+        parts.append(_decisions_section(decisions, decisions_name))
     body = "\n".join(p for p in parts if p)
     return PAGE.format(title=_e(title), style=STYLE, body=body)
 
 
-def write_report(alerts: pd.DataFrame, out: Path, title: str, skipped: int = 0) -> None:
+def write_report(
+    alerts: pd.DataFrame,
+    out: Path,
+    title: str,
+    skipped: int = 0,
+    decisions: Decisions | None = None,
+    decisions_name: str = "",
+) -> None:
     """Write the page to `out` (UTF-8)."""
-    out.write_text(render_report(alerts, title, skipped), encoding="utf-8")
+    page = render_report(alerts, title, skipped, decisions, decisions_name)
+    out.write_text(page, encoding="utf-8")
 
 
-def run_report(alerts_file: Path, out: Path) -> ReportSummary:
-    """`duanka report`: read the alerts, warn about bad lines, write the page."""
-    if not alerts_file.is_file():
-        raise DuankaError(f"{alerts_file}: no such file")
+def run_report(alerts_file: Path, out: Path, decisions_file: Path | None = None) -> ReportSummary:
+    """`duanka report`: read the alerts (and decisions), warn about bad lines, write the page."""
+    for path in (alerts_file, decisions_file):
+        if path is not None and not path.is_file():
+            raise DuankaError(f"{path}: no such file")
     skipped: list[int] = []
     warn = warn_skipped(alerts_file)
 
@@ -348,8 +466,13 @@ def run_report(alerts_file: Path, out: Path) -> ReportSummary:
         warn(number, reason)
 
     alerts = load_alerts(alerts_file, skip)
-    write_report(alerts, out, f"duanka alert report: {alerts_file.name}", len(skipped))
-    return ReportSummary(len(alerts), len(skipped))
+    decisions = load_decisions(decisions_file) if decisions_file is not None else None
+    name = decisions_file.name if decisions_file is not None else ""
+    title = f"duanka alert report: {alerts_file.name}"
+    write_report(alerts, out, title, len(skipped), decisions, name)
+    if decisions is None:
+        return ReportSummary(len(alerts), len(skipped))
+    return ReportSummary(len(alerts), len(skipped), decisions.counts.total, decisions.skipped)
 
 
 def _headline(alerts: pd.DataFrame, skipped: int) -> str:
@@ -459,6 +582,48 @@ def _region_section(alerts: pd.DataFrame) -> str:
             _table("severity-by-region", ["province", *map(str, table.columns)], rows),
         ]
     )
+
+
+def _decisions_section(decisions: Decisions, name: str) -> str:
+    heading = "<h2>Pre-opening checks: decisions and refusals by rule</h2>"
+    counts = decisions.counts
+    note = (
+        f"<p>From {_e(name)}: the decisions of <code>POST /v1/check</code> (or of "
+        f"<code>duanka replay --checks</code>). Each check counts once: a decision given "
+        f"again to the same check_id, or a line read twice, is not counted again. A refused "
+        f"check counts once under each rule that blocked it (a reason with action "
+        f"<code>block</code>), so the refusals by rule can add up to more than the "
+        f"refused checks.</p>"
+    )
+    facts = [
+        ("checks decided", counts.total),
+        ("refused", counts.by_decision["refuse"]),
+        ("repeats, counted once", counts.repeats),
+        ("checks rejected by validation", decisions.rejected),
+    ]
+    skipped = ""
+    if decisions.skipped:
+        lines = "line was" if decisions.skipped == 1 else "lines were"
+        skipped = (
+            f'<p class="note">{decisions.skipped:,} {lines} not decisions and skipped '
+            f"(see the warnings).</p>"
+        )
+    parts = [heading, note, _table("decisions-headline", [], facts), skipped]
+    if counts.total == 0:
+        parts.append('<p class="empty">There are no decisions in this file.</p>')
+        return "\n".join(p for p in parts if p)
+    outcomes = outcome_counts(decisions)
+    refusals = refusal_counts(decisions)
+    parts += [
+        _img(plot_decisions(outcomes, refusals), "checks by outcome and refusals by rule"),
+        '<div class="side">',
+        _table("decisions-by-outcome", ["outcome", "checks"], outcomes.items()),
+        _table("refusals-by-rule", ["rule", "refused checks"], refusals.items())
+        if len(refusals)
+        else '<p class="empty">No check was refused.</p>',
+        "</div>",
+    ]
+    return "\n".join(p for p in parts if p)
 
 
 def _img(uri: str, alt: str) -> str:

@@ -527,15 +527,26 @@ def _add_report(commands: Commands) -> None:
     )
     report.add_argument("alerts", type=Path, help="JSON-lines file of duanka.alert/1 records")
     report.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    report.add_argument(
+        "--decisions",
+        type=Path,
+        help="JSON-lines file of duanka.decision/1 records (as replay --decisions writes): "
+        "adds the checks by outcome and the refusals by rule",
+    )
     report.set_defaults(handler=_report)
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from producers.report import run_report
 
-    summary = run_report(args.alerts, args.out)
+    summary = run_report(args.alerts, args.out, args.decisions)
     skipped = f", {summary.skipped} lines skipped" if summary.skipped else ""
-    print(f"wrote a report of {summary.alerts} alerts{skipped} to {args.out}")
+    checks = ""
+    if summary.decisions is not None:
+        checks = f" and {summary.decisions} checks decided"
+        if summary.decisions_skipped:
+            checks += f" ({summary.decisions_skipped} lines skipped)"
+    print(f"wrote a report of {summary.alerts} alerts{skipped}{checks} to {args.out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`duanka report`: the HTML page agrees with the alert file it was made from."""
+"""`duanka report`: the HTML page agrees with the alert (and decision) files it was made from."""
 
 from __future__ import annotations
 
@@ -16,14 +16,21 @@ import orjson
 import pytest
 from matplotlib.image import imread
 
-from producers.report import daily_counts, load_alerts, province_label, run_report, top_subjects
+from producers.report import (
+    daily_counts,
+    load_alerts,
+    load_decisions,
+    province_label,
+    run_report,
+    top_subjects,
+)
 from producers.simulate import write_world
 from producers.simulator import Simulator
 from rules.alert import Alert, Evidence, Subject, encode_alert
 from rules.config import RuleSettings
 from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
-from rules.replay import replay
+from rules.replay import Checks, replay
 from stream.cli import main
 
 CST = timezone(timedelta(hours=8))
@@ -92,6 +99,9 @@ class Run:
     report: Path
     id_numbers: frozenset[str]
     lines: list[dict[str, Any]]
+    events: Path
+    watchlist: Path
+    holdings: Path
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +127,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     lines = [orjson.loads(line) for line in alerts.read_bytes().splitlines()]
     assert summary.alerts == len(lines) and summary.skipped == 0
     ids = frozenset(e["id_number"] for e in world.events)
-    return Run(alerts, report, ids, lines)
+    return Run(alerts, report, ids, lines, files.events, files.watchlist, files.holdings)
 
 
 def test_counts_per_rule_and_severity_match_the_file(run: Run) -> None:
@@ -214,6 +224,135 @@ def test_no_id_number_appears(run: Run) -> None:
     html = run.report.read_text(encoding="utf-8")
     assert len(run.id_numbers) > 300
     assert [n for n in run.id_numbers if n in html] == []
+
+
+# ---------------------------------------------------------------- the month's checks
+
+
+PSEUDONYMS = Pseudonymizer(b"report-test")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The month replayed again with checks among its events; its report with the decisions."""
+
+    alerts: Path
+    decisions: Path
+    report: Path
+    lines: list[dict[str, Any]]  # the decision documents
+    summary_decisions: Counter[str]
+    id_numbers: frozenset[str]
+
+
+def month_checks(events: list[dict[str, Any]], watchlist: list[dict[str, Any]]) -> list[bytes]:
+    """Checks for every fifth opening of the month, for each listed person, and one asked twice."""
+    openings = [e for e in events if e["event_type"] in ("sim.activate", "bank.open")]
+    checks = [
+        {k: v for k, v in e.items() if k != "event_id"} | {"check_id": f"chk-{n}"}
+        for n, e in enumerate(openings[::5])
+    ]
+    # each listed person asks to open in the scope of the listing, at the end of the month
+    last = max(openings, key=lambda e: datetime.fromisoformat(e["occurred_at"]))
+    for n, entry in enumerate(watchlist):
+        kind = "sim.activate" if entry["scope"] == "telecom" else "bank.open"
+        template = next(e for e in reversed(openings) if e["event_type"] == kind)
+        request = {k: v for k, v in template.items() if k != "event_id"}
+        checks.append(
+            request
+            | {
+                "check_id": f"listed-{n}",
+                "id_number": entry["id_number"],
+                "occurred_at": last["occurred_at"],
+            }
+        )
+    checks.append(checks[-1])  # the same check sent again
+    return [orjson.dumps(c | {"schema": "duanka.check/1"}) for c in checks]
+
+
+@pytest.fixture(scope="module")
+def checked(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Checked:
+    tmp = tmp_path_factory.mktemp("checked")
+    events = [orjson.loads(line) for line in run.events.read_bytes().splitlines()]
+    watchlist = [orjson.loads(line) for line in run.watchlist.read_bytes().splitlines()]
+    checks = tmp / "checks.jsonl"
+    checks.write_bytes(b"".join(c + b"\n" for c in month_checks(events, watchlist)))
+    alerts, decisions = tmp / "alerts.jsonl", tmp / "decisions.jsonl"
+    engine = Engine(RuleSettings(), clock=lambda: datetime(2026, 6, 1, tzinfo=UTC))
+    with alerts.open("wb") as out, decisions.open("wb") as answers:
+        answered = (Checks(checks, PSEUDONYMS, 900, 86400), answers)
+        summary = replay(
+            run.events,
+            engine,
+            PSEUDONYMS,
+            out,
+            None,
+            run.watchlist,
+            holdings=run.holdings,
+            checks=answered,
+        )
+    report = tmp / "report.html"
+    made = run_report(alerts, report, decisions)
+    lines = [orjson.loads(line) for line in decisions.read_bytes().splitlines()]
+    assert made.decisions == len(lines) - 1 and made.decisions_skipped == 0
+    ids = frozenset(e["id_number"] for e in events) | {w["id_number"] for w in watchlist}
+    return Checked(alerts, decisions, report, lines, summary.decisions, ids)
+
+
+def test_checks_by_outcome_and_refusals_by_rule_match_the_decisions(checked: Checked) -> None:
+    page = parse(checked.report)
+    # each check once: the one sent twice got its first answer again, and counts once
+    decided = {(d["check_id"], d["decided_at"]): d for d in checked.lines}
+    assert len(decided) == len(checked.lines) - 1
+    by_outcome = Counter(d["decision"] for d in decided.values())
+    assert counts(page.tables["decisions-by-outcome"]) == {
+        "allow": by_outcome["allow"],
+        "review": by_outcome["review"],
+        "refuse": by_outcome["refuse"],
+    }
+    refusals = Counter(
+        rule_id
+        for d in decided.values()
+        if d["decision"] == "refuse"
+        for rule_id in {r["rule_id"] for r in d["reasons"] if r["action"] == "block"}
+    )
+    assert len(refusals) >= 2 and "watchlist_hit" in refusals  # more than one rule refuses
+    table = page.tables["refusals-by-rule"]
+    assert table[0] == ["rule", "refused checks"]
+    assert counts(table) == refusals
+    assert [int(row[1]) for row in table[1:]] == sorted(refusals.values(), reverse=True)
+    headline = dict(page.tables["decisions-headline"])
+    assert headline["checks decided"] == f"{len(decided):,}"
+    assert headline["refused"] == f"{by_outcome['refuse']:,}"
+    assert headline["repeats, counted once"] == "1"
+    # replay's own count takes every answer, the repeated one too
+    assert sum(checked.summary_decisions.values()) == len(decided) + 1
+
+
+def test_decisions_add_a_chart_and_leave_the_rest_of_the_page_as_it_was(
+    run: Run, checked: Checked
+) -> None:
+    page = parse(checked.report)
+    assert len(page.images) == 5  # the four of the alerts, and the checks'
+    data = base64.b64decode(page.images[-1].removeprefix("data:image/png;base64,"))
+    assert data.startswith(PNG_SIGNATURE)
+    assert imread(io.BytesIO(data), format="png").shape[1] >= 800  # two panels side by side
+    # checks change no alert: every table of the page without decisions is the same
+    without = parse(run.report)
+    assert set(without.tables) < set(page.tables)
+    for name, table in without.tables.items():
+        assert page.tables[name] == table, name
+    assert not {"decisions-headline", "decisions-by-outcome", "refusals-by-rule"} & set(
+        without.tables
+    )
+
+
+def test_no_id_number_or_subject_of_a_check_appears(checked: Checked) -> None:
+    html = checked.report.read_text(encoding="utf-8")
+    assert [n for n in checked.id_numbers if n in html] == []
+    subjects = {d["subject"]["key"] for d in checked.lines if "subject" in d}
+    masked = {d["subject"]["id_masked"] for d in checked.lines if "subject" in d}
+    assert subjects and masked
+    assert [s for s in subjects | masked if s in html] == []
 
 
 # ---------------------------------------------------------------- small files
@@ -374,6 +513,23 @@ def test_the_command_writes_the_report(
     assert counts(parse(out).tables["per-rule"]) == Counter(a["rule_id"] for a in run.lines)
 
 
+def test_the_command_takes_decisions(
+    tmp_path: Path, checked: Checked, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "from-cli.html"
+    args = ["report", str(checked.alerts), "--out", str(out), "--decisions", str(checked.decisions)]
+    assert main(args) == 0
+    assert f"and {len(checked.lines) - 1} checks decided to {out}" in capsys.readouterr().out
+    expected = parse(checked.report).tables["refusals-by-rule"]
+    assert parse(out).tables["refusals-by-rule"] == expected
+    missing = tmp_path / "missing-decisions.jsonl"
+    refused = tmp_path / "refused.html"
+    args = ["report", str(checked.alerts), "--out", str(refused), "--decisions", str(missing)]
+    assert main(args) == 1
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    assert not refused.exists()
+
+
 def test_the_command_fails_cleanly_on_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -381,3 +537,118 @@ def test_the_command_fails_cleanly_on_a_missing_file(
     assert main(["report", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1
     assert "no such file" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- small decision files
+
+
+def decision(
+    check_id: str,
+    outcome: str,
+    *reasons: tuple[str, str],
+    decided_at: str = "2026-12-01T10:15:00.004+08:00",
+    **extra: object,
+) -> bytes:
+    """A decision document as replay writes it; `extra` adds the audit's fields."""
+    document = {
+        "schema": "duanka.decision/1",
+        "check_id": check_id,
+        "decision": outcome,
+        "reasons": [
+            {
+                "rule_id": rule_id,
+                "action": action,
+                "severity": "high",
+                "summary_zh": "测试",
+                "summary_en": "test",
+                "facts": {},
+            }
+            for rule_id, action in reasons
+        ],
+        "reservation": None,
+        "decided_at": decided_at,
+        "subject": {"key": "k:abc", "id_masked": "6201**********0017"},
+        "stale": False,
+    }
+    return orjson.dumps(document | extra)
+
+
+def test_decisions_count_each_check_once_and_refusals_under_each_blocking_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    watch, limit = ("watchlist_hit", "block"), ("sim_carrier_limit", "block")
+    both = decision("chk-3", "refuse", watch, limit, ("sim_mail_out_of_province", "review"))
+    path = write(
+        tmp_path / "decisions.jsonl",
+        decision("chk-1", "allow"),
+        decision("chk-2", "review", ("sim_nonlocal_not_in_person", "review")),
+        both,
+        both,  # read twice
+        decision("chk-4", "refuse", limit, source="CMCC-GS", repeat=False),
+        decision("chk-4", "refuse", limit, source="CMCC-GS", repeat=True),  # answered again
+        decision("chk-4", "refuse", limit, source="CUCC-GS"),  # another carrier's chk-4
+        b'{"line": 7, "error": "missing", "field": "check_id"}',  # replay's rejected check
+        b"",
+        b"not json",
+        encode_alert(alert()),
+    )
+    alerts = write(tmp_path / "alerts.jsonl", encode_alert(alert()))
+    out = tmp_path / "report.html"
+    summary = run_report(alerts, out, path)
+    assert (summary.alerts, summary.decisions, summary.decisions_skipped) == (1, 5, 2)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2
+    assert f"{path}:10: skipped, not a decision" in warnings[0] and "JSON" in warnings[0]
+    assert f"{path}:11: skipped, not a decision" in warnings[1] and "schema" in warnings[1]
+    page = parse(out)
+    assert counts(page.tables["decisions-by-outcome"]) == {"allow": 1, "review": 1, "refuse": 3}
+    assert [row[0] for row in page.tables["refusals-by-rule"][1:]] == [
+        "sim_carrier_limit",
+        "watchlist_hit",
+    ]
+    assert counts(page.tables["refusals-by-rule"]) == {"sim_carrier_limit": 3, "watchlist_hit": 1}
+    assert dict(page.tables["decisions-headline"]) == {
+        "checks decided": "5",
+        "refused": "3",
+        "repeats, counted once": "2",
+        "checks rejected by validation": "1",
+    }
+    assert "2 lines were not decisions and skipped (see the warnings)." in page.text
+    decisions = load_decisions(path, lambda number, reason: None)
+    assert (decisions.rejected, decisions.skipped) == (1, 2)
+
+
+def test_decisions_without_a_refusal_or_without_any(tmp_path: Path) -> None:
+    alerts = write(tmp_path / "alerts.jsonl", encode_alert(alert()))
+    out = tmp_path / "report.html"
+    run_report(alerts, out, write(tmp_path / "d.jsonl", decision("chk-1", "allow")))
+    page = parse(out)
+    assert counts(page.tables["decisions-by-outcome"]) == {"allow": 1, "review": 0, "refuse": 0}
+    assert "refusals-by-rule" not in page.tables
+    assert "No check was refused." in page.text
+    assert len(page.images) == 2  # the alerts per day, and the outcomes alone
+    run_report(alerts, out, write(tmp_path / "none.jsonl", b""))
+    page = parse(out)
+    assert "There are no decisions in this file." in page.text
+    assert len(page.images) == 1
+    assert dict(page.tables["decisions-headline"])["checks decided"] == "0"
+
+
+def test_decisions_beside_an_empty_alert_file(tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    alerts = write(tmp_path / "alerts.jsonl", b"")
+    decisions = write(tmp_path / "d.jsonl", decision("chk-1", "refuse", ("watchlist_hit", "block")))
+    summary = run_report(alerts, out, decisions)
+    assert (summary.alerts, summary.decisions) == (0, 1)
+    page = parse(out)
+    assert "There are no alerts in this file." in page.text
+    assert counts(page.tables["refusals-by-rule"]) == {"watchlist_hit": 1}
+
+
+def test_text_from_decisions_is_escaped(tmp_path: Path) -> None:
+    hostile = '<script>alert("x")</script> $\\undefined$'  # and no math mode in the chart
+    path = write(tmp_path / "d.jsonl", decision("chk-1", "refuse", (hostile, "block")))
+    out = tmp_path / "report.html"
+    run_report(write(tmp_path / "a.jsonl", b""), out, path)
+    assert "<script" not in out.read_text(encoding="utf-8")
+    assert parse(out).tables["refusals-by-rule"][1][0] == hostile
