@@ -765,8 +765,8 @@ class Simulator:
         who = self.person()
         first, second, third = self.random.sample(self.bank_sources, 3)
         self.hold(who, first, {"I": 1})
-        day = self._r() * (self.days - 12)
-        opened = [self.type_one(who, second, day), self.type_one(who, third, day + 9)]
+        day = self._r() * (self.days - 8)
+        opened = [self.type_one(who, second, day), self.type_one(who, third, day + 6)]
         label = "Type I accounts at three banks"
         self.case(label, rule, "identity", who, opened, expected=False)
 

@@ -254,6 +254,12 @@ def test_every_case_lists_events_that_exist() -> None:
     assert not any(i.encode() in truth for i in ids)  # the ground truth holds masked ids only
 
 
+def test_every_case_stays_within_the_shortest_period() -> None:
+    world = Simulator(seed=2, days=10).build(ordinary_people=200, rounds=3)
+    days = {event["occurred_at"][:10] for event in world.events}
+    assert min(days) == "2026-01-01" and max(days) <= "2026-01-10"
+
+
 def test_cases_need_ten_days() -> None:
     with pytest.raises(ValueError, match="10 days"):
         Simulator(days=5).build(ordinary_people=10, rounds=1)
