@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 import pytest
+from checkkit import decide
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from rocksdict import AccessType, Options, Rdict
@@ -218,6 +219,18 @@ class FirstRun:
     console: bytes
 
 
+def ask_checks(run: WorkerRun, world: World, count: int = 40) -> int:
+    """Pre-opening checks for people of the month (the passport holder too): decided, audited."""
+    openings = [e for e in world.events if e["event_type"] in ("sim.activate", "bank.open")]
+    chosen = [e for e in openings if e["id_number"] == PASSPORT][:1] + openings[:count]
+    for n, event in enumerate(chosen):
+        request = {k: v for k, v in event.items() if k != "event_id"}
+        answer = decide(run, request | {"schema": "duanka.check/1", "check_id": f"leak-{n}"})
+        assert answer["subject"]["id_masked"] == mask_id(event["id_number"])
+    assert any(e["id_number"] == PASSPORT for e in chosen)
+    return len(chosen)
+
+
 def first_run(run: WorkerRun, tmp_path: Path) -> FirstRun:
     world, events, watchlist, holdings = first_month(tmp_path)
     expected = replay_alerts(run, events, watchlist, holdings)
@@ -235,6 +248,7 @@ def first_run(run: WorkerRun, tmp_path: Path) -> FirstRun:
     run.duanka("produce", "--quiet", str(events))
     alerts = run.read("alerts", until=lambda rs: distinct(rs) >= len(expected), settle=0)
     assert by_alert_id([r.value for r in alerts]) == expected
+    checked = ask_checks(run, world)
     metrics = wait_for_page(
         run,
         "/metrics",
@@ -247,6 +261,8 @@ def first_run(run: WorkerRun, tmp_path: Path) -> FirstRun:
     console = wait_for_page(
         run, "/console/alerts.json", lambda body: orjson.loads(body)["total"] == len(expected)
     )
+    decisions = run.read("decisions", until=lambda rs: len(rs) >= checked)
+    assert len(decisions) == checked
     run.stop()
     return FirstRun(world, events, watchlist, holdings, expected, metrics, console)
 
