@@ -318,11 +318,13 @@ def _add_simulate(commands: Commands) -> None:
     simulate.add_argument(
         "--out",
         type=Path,
-        help="directory for events.jsonl, watchlist.jsonl and truth.jsonl "
+        help="directory for events.jsonl, watchlist.jsonl, holdings.jsonl and truth.jsonl "
         "(default with --to-kafka: .duanka/simulate)",
     )
     simulate.add_argument(
-        "--to-kafka", action="store_true", help="also publish the watchlist and send the events"
+        "--to-kafka",
+        action="store_true",
+        help="also publish the watchlist and the holdings snapshots, then send the events",
     )
     simulate.add_argument(
         "--rate",
