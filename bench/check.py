@@ -5,8 +5,9 @@
 For each check rate, on a broker of its own and topics of the rate's own:
 
 1. simulates a province and keeps enough events for the run, in event-time
-   order; starts `duanka worker` (one worker, every rule on) and waits until
-   it holds its partitions and answers checks;
+   order; starts `duanka worker` (one worker, every rule on), publishes the
+   watchlist and the holdings snapshots, and waits until it holds its
+   partitions and answers checks;
 2. sends the events at `--events-per-second` (aiokafka, as bench/latency.py
    does) and, at the same time, POSTs checks to the worker's /v1/check at the
    check rate, open loop: each check is sent at its scheduled moment whether
@@ -42,7 +43,16 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from benchkit import add_worker_option, machine, save_results
 from latency import at_most_ms, first_events, wait_ready, write_events
-from throughput import Worker, cpu_seconds, keyed_lines, own_broker, worker_options, write_config
+from throughput import (
+    Worker,
+    cpu_seconds,
+    keyed_lines,
+    list_lines,
+    own_broker,
+    produce,
+    worker_options,
+    write_config,
+)
 
 from rules.config import Settings, load_settings
 from stream.topics import ensure_topics
@@ -215,14 +225,15 @@ def run_rate(
         config = write_config(root, kafka.bootstrap, partitions, options)
         settings = load_settings(config, environ={})
         ensure_topics(settings)
-        everything, _ = write_events(root, event_rate * seconds, seed)
+        files = write_events(root, event_rate * seconds, seed)
         events = root / "sent.jsonl"
-        first_events(everything, event_rate * seconds, events)
-        requests = check_requests(everything, check_rate * seconds + 20)
+        first_events(files.events, event_rate * seconds, events)
+        requests = check_requests(files.events, check_rate * seconds + 20)
         worker = Worker(config, settings)
         try:
             worker.start()
             wait_ready(worker)
+            asyncio.run(produce(kafka.bootstrap, list_lines(files, settings)))
             url = f"http://127.0.0.1:{settings.worker.web_port}/v1/check"
             asyncio.run(warm_up(url, requests[:20]))
             return asyncio.run(
