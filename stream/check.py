@@ -50,7 +50,6 @@ log = logging.getLogger("duanka.check")
 
 JSON = "application/json"
 RETRY_AFTER_S = 1
-POLL_S = 0.002  # how often a waiting check looks again at its identity stage
 FORWARD_TIMEOUT_S = 5.0
 
 
@@ -184,16 +183,14 @@ class Checker:
         still on their way are waited for.
         """
         stage = self.stage
-        tp = TP(stage.topic, partition)
-        deadline = time.monotonic() + self.settings.max_wait_ms / 1000
-        end = self.w.app.consumer.highwater(tp)
-        while True:
-            part, _ = stage.part(partition)
-            if end is None or part.read_to + 1 >= end:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(POLL_S)
+        end = self.w.app.consumer.highwater(TP(stage.topic, partition))
+        part, _ = stage.part(partition)
+        if end is None or part.read_to + 1 >= end:
+            return True
+        started = time.monotonic()
+        caught = await part.read_up_to(end - 1, self.settings.max_wait_ms / 1000)
+        self.w.metrics.check_wait.observe(time.monotonic() - started)
+        return caught
 
 
 def _same(a: str, b: str) -> bool:

@@ -48,6 +48,11 @@ class Pending:
     offset: int
 
 
+def _give_up(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
 class Part(Generic[S]):
     """What a stage holds for one partition it processes."""
 
@@ -59,6 +64,8 @@ class Part(Generic[S]):
         self.alive = True  # False once the partition was taken away: nothing more is written
         self.held_since: float | None = None  # since when the merge has held something
         self.read_to = -1  # the offset of the last envelope received
+        # (offset, future) of pre-opening checks waiting until the envelope at offset is received
+        self.readers: list[tuple[int, asyncio.Future[bool]]] = []
         # the events the merge holds, by identity: what a pre-opening check adds to the state
         self.waiting: dict[str, list[EventItem]] = {}
 
@@ -76,7 +83,33 @@ class Part(Generic[S]):
         for origin, mark in envelope.marks.items():
             self.merge.mark(origin, mark)
         self.unacked.append(pending)
+        self.received(offset)
+
+    def received(self, offset: int) -> None:
+        """The envelope at `offset` is in: wake the checks that waited for it."""
         self.read_to = offset
+        if self.readers:
+            waiting = []
+            for target, future in self.readers:
+                if target <= offset:
+                    if not future.done():
+                        future.set_result(True)
+                elif not future.done():
+                    waiting.append((target, future))
+            self.readers = waiting
+
+    async def read_up_to(self, offset: int, timeout: float) -> bool:
+        """Whether the envelope at `offset` was received within `timeout` seconds."""
+        if self.read_to >= offset:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self.readers.append((offset, future))
+        # a timer rather than asyncio.wait_for, which costs a task per wait
+        timer = loop.call_later(timeout, _give_up, future)
+        await future
+        timer.cancel()
+        return future.result()
 
     def release(self, ends: Ends | None = None, before: int = 0) -> list[Item]:
         """The items the merge lets go, in event-time order; the caller screens them now."""
@@ -96,7 +129,7 @@ class Part(Generic[S]):
     def skip(self, offset: int) -> None:
         """An envelope with nothing to screen (one dead-lettered): committed in its turn."""
         self.unacked.append(Pending(0, offset))
-        self.read_to = offset
+        self.received(offset)
 
     def take_done(self) -> int | None:
         """The offset to commit: after the envelopes, in the order read, up to the first held.

@@ -192,6 +192,13 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.check_wait = Histogram(
+            "duanka_check_wait_seconds",
+            "How long checks that had to wait waited for their identity stage to read the "
+            "envelopes on their way when they came (at most check.max_wait_ms).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.holdings_updates = Counter(
             "duanka_holdings_snapshots",
             "Valid holdings snapshots read, by change (set or removed).",
