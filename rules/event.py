@@ -203,6 +203,11 @@ def parse_event(raw: bytes | None) -> Event:
     """
     if raw is None:
         raise InvalidEvent("record", "no value (a null record)")
+    return _event_from(_json_object(raw))
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a record of at most 64 KiB; InvalidEvent("record", ...) if not one."""
     if len(raw) > MAX_RECORD_BYTES:
         raise InvalidEvent("record", f"larger than 64 KiB ({len(raw)} bytes)")
     try:
@@ -211,7 +216,7 @@ def parse_event(raw: bytes | None) -> Event:
         raise InvalidEvent("record", "not valid JSON") from None
     if type(obj) is not dict:
         raise InvalidEvent("record", "not a JSON object")
-    return _event_from(obj)
+    return obj
 
 
 def parse_check(raw: bytes | None) -> Event:
@@ -223,14 +228,7 @@ def parse_check(raw: bytes | None) -> Event:
     """
     if raw is None or len(raw) == 0:
         raise InvalidEvent("record", "no body")
-    if len(raw) > MAX_RECORD_BYTES:
-        raise InvalidEvent("record", f"larger than 64 KiB ({len(raw)} bytes)")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidEvent("record", "not valid JSON") from None
-    if type(obj) is not dict:
-        raise InvalidEvent("record", "not a JSON object")
+    obj = _json_object(raw)
     schema = _required(obj, "schema")
     if schema != CHECK_SCHEMA:
         raise InvalidEvent("schema", f"unknown value {_quote(schema)} (expected {CHECK_SCHEMA})")

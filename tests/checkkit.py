@@ -46,3 +46,23 @@ def decide(run: WorkerRun, body: dict[str, Any]) -> dict[str, Any]:
             return answer
         time.sleep(float(response.headers["Retry-After"]))
     raise AssertionError("still 503 after a minute")
+
+
+def request(check_id: str, id_number: str, **fields: Any) -> dict[str, Any]:
+    """The contract's example check (a SIM at a Lanzhou counter) for `id_number`."""
+    return {
+        "schema": "duanka.check/1",
+        "check_id": check_id,
+        "event_type": "sim.activate",
+        "occurred_at": "2026-12-01T10:15:00+08:00",
+        "source": "CMCC-GS",
+        "id_type": "resident_id",
+        "id_number": id_number,
+        "region_code": "620102",
+        "outlet_id": "GS-LZ-0012",
+        "channel": "counter",
+        "verification": "in_person",
+        "msisdn": "13912345678",
+        "sim_kind": "personal",
+        "delivery": {"method": "pickup"},
+    } | fields

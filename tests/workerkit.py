@@ -59,8 +59,10 @@ class WorkerRun:
     security: dict[str, str] = field(default_factory=dict)
     # more settings of the config's worker section
     worker: dict[str, Any] = field(default_factory=dict)
-    # the config's check section
-    check: dict[str, Any] = field(default_factory=dict)
+    # the config's check section. The tests compare answers exactly, so a check
+    # waits (up to 5 s) until the worker has read the envelopes on their way to
+    # its identity's stage: with the default 50 ms it may answer stale first
+    check: dict[str, Any] = field(default_factory=lambda: {"max_wait_ms": 5000})
 
     def __post_init__(self) -> None:
         self.topics = {name: f"{name}-{self.run}" for name in TOPIC_NAMES}

@@ -14,9 +14,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import orjson
+from checkkit import request
 from workerkit import WorkerRun
 
 from rules.idnumber import check_digit
@@ -30,25 +30,6 @@ def resident(province: str, n: int) -> str:
 LOCAL = resident("62", 1)
 NONLOCAL = resident("11", 2)
 BAD = NONLOCAL[:-1] + ("1" if NONLOCAL[-1] != "1" else "2")  # a wrong check digit
-
-
-def request(check_id: str, id_number: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "schema": "duanka.check/1",
-        "check_id": check_id,
-        "event_type": "sim.activate",
-        "occurred_at": "2026-12-01T10:15:00+08:00",
-        "source": "CMCC-GS",
-        "id_type": "resident_id",
-        "id_number": id_number,
-        "region_code": "620102",
-        "outlet_id": "GS-LZ-0012",
-        "channel": "counter",
-        "verification": "in_person",
-        "msisdn": "13912345678",
-        "sim_kind": "personal",
-        "delivery": {"method": "pickup"},
-    } | fields
 
 
 def wait_answering(run: WorkerRun, timeout: float = 60.0) -> None:
