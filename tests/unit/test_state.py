@@ -170,7 +170,7 @@ LOW = rules(
     outlet_nonlocal_surge={"nonlocal_openings": 2},
     gang_batch_open={"identities": 2},
     agent_flag_rate={"identities": 2},
-    sim_carrier_limit={"sims": 2},
+    sim_carrier_limit={"sims": 1},
 )
 SETTINGS = st.sampled_from([LOW, LOW, RuleSettings()])
 
@@ -346,8 +346,11 @@ def test_alerts_do_not_depend_on_how_the_events_are_batched() -> None:
     fired: Counter[str] = Counter()
     examples: list[bool] = []
 
+    # derandomized: the last assertion is about the stories drawn, so the same
+    # ones are drawn each run (twelve rules in 100 stories: a random draw missed
+    # one now and then)
     @given(stories(), SETTINGS, st.sets(st.integers(0, 40), max_size=8))
-    @settings(max_examples=BATCH_EXAMPLES, deadline=None)
+    @settings(max_examples=BATCH_EXAMPLES, deadline=None, derandomize=True)
     def check(ops: list[Op], rule_settings: RuleSettings, cuts: set[int]) -> None:
         whole = screening(rule_settings)
         expected = play(whole, ops)
