@@ -60,7 +60,7 @@ from stream.topics import ensure_topics
 
 TARGET_P99_MS = 20.0
 RATE_FOR_TARGET = 500
-CONNECTIONS = 32
+CONNECTIONS = 256
 
 
 def check_requests(events: Path, count: int) -> list[bytes]:
