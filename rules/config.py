@@ -34,9 +34,11 @@ class Topics:
     deadletter: str = "screening.deadletter"
     holdings: str = "screening.holdings"
     decisions: str = "screening.decisions"
+    dispositions: str = "police.dispositions"
     identity_events: str = "duanka.identity-events"
     outlet_events: str = "duanka.outlet-events"
     agent_signals: str = "duanka.agent-signals"
+    case_links: str = "duanka.case-links"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -46,8 +48,8 @@ class Topics:
 
     @property
     def compacted(self) -> frozenset[str]:
-        """The topics that keep the latest record per key (lists and snapshots)."""
-        return frozenset({self.watchlist, self.holdings})
+        """The topics that keep the latest record per key (lists, snapshots, verdicts)."""
+        return frozenset({self.watchlist, self.holdings, self.dispositions})
 
     def names(self) -> dict[str, str]:
         """Every topic name by its config key."""
@@ -98,6 +100,50 @@ class CheckSettings:
     @property
     def remember_s(self) -> int:
         return parse_duration(self.remember)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSettings:
+    """Cases: alerts linked through what their subjects share (CASES.md)."""
+
+    # alerts whose events are at most this far apart in event time are linked
+    # when they share an identity, device, contact phone, address, outlet or agent
+    window: str = "30d"
+    # what links alerts: any of identity, device, contact, address, outlet, agent
+    link_by: tuple[str, ...] = ("identity", "device", "contact", "address", "outlet", "agent")
+    # a disposition for an alert not known yet waits this long (for the alert
+    # to reach the cases) before it is dead-lettered as unknown
+    unknown_grace: str = "2m"
+
+    @property
+    def window_s(self) -> int:
+        return parse_duration(self.window)
+
+    @property
+    def unknown_grace_s(self) -> int:
+        return parse_duration(self.unknown_grace)
+
+
+LINK_ATTRIBUTES = ("identity", "device", "contact", "address", "outlet", "agent")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """The police console's users and sessions."""
+
+    # the console's users and their password hashes (`duanka users`)
+    users_file: str = ".duanka/console-users.json"
+    # how long a signed-in session lasts without a request, and at most
+    idle: str = "30m"
+    session: str = "8h"
+
+    @property
+    def idle_s(self) -> int:
+        return parse_duration(self.idle)
+
+    @property
+    def session_s(self) -> int:
+        return parse_duration(self.session)
 
 
 PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
@@ -298,6 +344,8 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
     check: CheckSettings = field(default_factory=CheckSettings)
+    cases: CaseSettings = field(default_factory=CaseSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
 
 def default_config_path() -> Path | None:
@@ -337,7 +385,8 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
 
 def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -> Settings:
     """Build Settings from a parsed config document, naming the key of any error."""
-    _reject_unknown(document, {"kafka", "topics", "pseudonym", "worker", "rules", "check"}, origin)
+    sections = {"kafka", "topics", "pseudonym", "worker", "rules", "check", "cases", "console"}
+    _reject_unknown(document, sections, origin)
     kafka = _section(document, "kafka", origin)
     _reject_unknown(kafka, {"bootstrap", "security"}, f"{origin}: kafka")
     pseudonym = _section(document, "pseudonym", origin)
@@ -352,20 +401,43 @@ def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -
         worker=_build(WorkerSettings, _section(document, "worker", origin), f"{origin}: worker"),
         rules=_rule_settings(rules, f"{origin}: rules"),
         check=_check(_section(document, "check", origin), f"{origin}: check"),
+        cases=_cases(_section(document, "cases", origin), f"{origin}: cases"),
+        console=_console(_section(document, "console", origin), f"{origin}: console"),
     )
 
 
-def _check(section: Mapping[str, Any], where: str) -> CheckSettings:
-    built: CheckSettings = _build(CheckSettings, section, where)
-    if built.max_wait_ms < 0:
-        raise ConfigError(f"{where}.max_wait_ms must not be negative")
-    for name in ("reservation_ttl", "remember"):
+def _durations(built: Any, names: tuple[str, ...], where: str) -> None:
+    """Each named duration parses and is at least a second."""
+    for name in names:
         try:
             seconds = parse_duration(getattr(built, name))
         except ConfigError as exc:
             raise ConfigError(f"{where}.{name}: {exc}") from exc
         if seconds < 1:
             raise ConfigError(f"{where}.{name} must be at least 1s")
+
+
+def _cases(section: Mapping[str, Any], where: str) -> CaseSettings:
+    built: CaseSettings = _build(CaseSettings, section, where)
+    _durations(built, ("window", "unknown_grace"), where)
+    for name in built.link_by:
+        _choice(name, LINK_ATTRIBUTES, f"{where}.link_by")
+    return built
+
+
+def _console(section: Mapping[str, Any], where: str) -> ConsoleSettings:
+    built: ConsoleSettings = _build(ConsoleSettings, section, where)
+    _durations(built, ("idle", "session"), where)
+    if not built.users_file:
+        raise ConfigError(f"{where}.users_file must not be empty")
+    return built
+
+
+def _check(section: Mapping[str, Any], where: str) -> CheckSettings:
+    built: CheckSettings = _build(CheckSettings, section, where)
+    if built.max_wait_ms < 0:
+        raise ConfigError(f"{where}.max_wait_ms must not be negative")
+    _durations(built, ("reservation_ttl", "remember"), where)
     return built
 
 

@@ -49,7 +49,7 @@ from stream.outbox import Timing
 from stream.reader import InputReader
 from stream.sender import Sender
 from stream.stages import AgentStage, IdentityStage, OutletStage, Stage
-from stream.topics import TABLES
+from stream.topics import CASE_PARTITIONS, CASE_TABLE, TABLES
 
 log = logging.getLogger("duanka.worker")
 
@@ -120,8 +120,9 @@ class Wiring:
             "partitions": topics.partitions,
         }
         self.identities, self.outlets, self.agents = (
-            self.app.Table(name, **tables) for name in TABLES
+            self.app.Table(name, **tables) for name in TABLES if name != CASE_TABLE
         )
+        self.cases = self.app.Table(CASE_TABLE, **(tables | {"partitions": CASE_PARTITIONS}))
 
     def _make_app(self) -> faust.App:
         from stream.security import faust_credentials

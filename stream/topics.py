@@ -26,7 +26,10 @@ TOPIC_ALREADY_EXISTS = 36
 
 
 # the worker's tables; each has a changelog topic named after the app id
-TABLES = ("identity-state", "outlet-state", "agent-state")
+TABLES = ("identity-state", "outlet-state", "agent-state", "case-state")
+# the cases are one partition: an alert may link to any other
+CASE_TABLE = "case-state"
+CASE_PARTITIONS = 1
 
 
 class KafkaUnavailable(DuankaError):
@@ -60,12 +63,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     internal = {topics.identity_events, topics.outlet_events, topics.agent_signals}
     for name in topics.names().values():
         configs = compact if name in topics.compacted else ()
-        specs.append(
-            TopicSpec(name, topics.partitions, topics.replication_factor, configs, name in internal)
-        )
+        partitions = CASE_PARTITIONS if name == topics.case_links else topics.partitions
+        exact = name in internal or name == topics.case_links
+        specs.append(TopicSpec(name, partitions, topics.replication_factor, configs, exact))
     for table in TABLES:
         name = changelog_topic(settings, table)
-        specs.append(TopicSpec(name, topics.partitions, topics.replication_factor, compact, True))
+        partitions = CASE_PARTITIONS if table == CASE_TABLE else topics.partitions
+        specs.append(TopicSpec(name, partitions, topics.replication_factor, compact, True))
     return specs
 
 

@@ -109,10 +109,26 @@ def test_topic_names_cover_every_topic() -> None:
         "deadletter": "screening.deadletter",
         "holdings": "screening.holdings",
         "decisions": "screening.decisions",
+        "dispositions": "police.dispositions",
         "identity_events": "duanka.identity-events",
         "outlet_events": "duanka.outlet-events",
         "agent_signals": "duanka.agent-signals",
+        "case_links": "duanka.case-links",
     }
+
+
+def test_case_and_console_settings_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("cases: {window: 7d, link_by: [identity, device]}\nconsole: {idle: 5m}\n")
+    settings = load_settings(path, environ={})
+    assert (settings.cases.window_s, settings.cases.link_by) == (7 * 86400, ("identity", "device"))
+    assert settings.console.idle_s == 300
+    path.write_text("cases: {link_by: [identity, shoe_size]}\n")
+    with pytest.raises(ConfigError, match=r"cases.link_by: 'shoe_size' is not one of"):
+        load_settings(path, environ={})
+    path.write_text("console: {session: 0s}\n")
+    with pytest.raises(ConfigError, match=r"console.session must be at least 1s"):
+        load_settings(path, environ={})
 
 
 def test_check_settings_from_the_file(tmp_path: Path) -> None:
