@@ -42,7 +42,14 @@ from stream.check import Checker, install_check
 from stream.cluster import bind_state, identify
 from stream.console import install_console
 from stream.ends import EndWatch
-from stream.internals import TablePartition, batch_fetches, commit_offsets, stop_within
+from stream.internals import (
+    TablePartition,
+    batch_fetches,
+    commit_offsets,
+    drop_faust_pages,
+    recovering,
+    stop_within,
+)
 from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
 from stream.outage import OutageLog
 from stream.outbox import Timing
@@ -139,6 +146,12 @@ class Wiring:
             web_bind=settings.worker.web_host,
             web_host=settings.worker.web_host,
             web_port=settings.worker.web_port,
+            # faust's own pages: off (docs/security.md); drop_faust_pages takes the rest
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_stats_enabled=False,
+            web_graph_enabled=False,
+            web_metrics_enabled=False,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             # Faust's defaults make every start and rebalance take 30-120 s.
@@ -317,6 +330,14 @@ def create_app(
     @app.timer(1.0)
     async def sum_up_outages() -> None:
         outage.tick()
+
+    drop_faust_pages(app)  # the port serves only the pages below
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        if app.rebalancing or recovering(app):
+            return web.json({"status": "recovering"}, status=503)
+        return web.json({"status": "ok"})
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

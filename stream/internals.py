@@ -29,6 +29,8 @@ in pyproject.toml:
   committed). The stages' topics are made with `acks=False`, so faust itself
   commits nothing there: the stages commit what they have flushed (see
   stream/flush.py for why faust's own acknowledgements would not do).
+- `Web.blueprints._enabled` (faust's web driver): the built-in pages faust
+  will mount when the worker starts; `drop_faust_pages` takes them out.
 """
 
 from __future__ import annotations
@@ -135,3 +137,28 @@ def recovering(app: Any) -> bool:
     """Whether faust is still restoring the tables from their changelogs (public attributes)."""
     recovery = app.tables.recovery
     return bool(not recovery.completed.is_set() or recovery.in_recovery)
+
+
+def drop_faust_pages(app: Any) -> None:
+    """Keep faust's own web pages off `app`'s port: the worker serves only its own.
+
+    faust-streaming 0.15.3 mounts these built-in blueprints on the web port
+    when the worker starts (`Web.init_server`): `/router/...` (the cluster's
+    workers and which holds each key), `/table/...` (a table's keys and
+    values), `/` (a status page, or the sensors' statistics with
+    `/assignment/` when `web_stats_enabled` or `debug` is on), `/graph/` and
+    `/performance/`. Settings switch all but the `/` page off, and the app
+    sets them so; but the environment (`APP_WEB_TABLES_ENABLED`, ...) takes
+    precedence over an app's settings, and nothing switches `/` off.
+    `Web.__init__` lists the chosen ones in `Web.blueprints._enabled`, as
+    (prefix, "faust.web.apps...") pairs, until `init_server` applies them:
+    this removes faust's from that list. Call it before the worker starts.
+    """
+    blueprints = app.web.blueprints
+    if blueprints.applied:
+        raise RuntimeError("faust's pages are already mounted on the web port")
+    blueprints._enabled = [
+        (prefix, blueprint)
+        for prefix, blueprint in blueprints._enabled
+        if not (isinstance(blueprint, str) and blueprint.startswith("faust.web.apps"))
+    ]
