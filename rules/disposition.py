@@ -13,6 +13,7 @@ status: precision is confirmed / (confirmed + dismissed).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from rules.errors import InvalidRecord
+from rules.errors import InvalidEvent, InvalidRecord
+from rules.event import parse_time
 from rules.state import WatchEntry
 
 DISPOSITION_SCHEMA = "duanka.disposition/1"
@@ -29,6 +31,7 @@ PUNISH_SCOPES = ("telecom", "bank", "all")
 MAX_DISPOSITION_BYTES = 64 * 1024
 MAX_TEXT = 1000  # note, basis, by: free text, bounded
 DISPOSITION_LIST = "police disposition"  # the `list` of the watchlist entries it makes
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class InvalidDisposition(InvalidRecord):
@@ -103,13 +106,12 @@ def disposition_from_fields(obj: Mapping[str, Any]) -> Disposition:
         raise InvalidDisposition(
             "status", f"unknown value {status!r} (expected one of: {', '.join(STATUSES)})"
         )
-    at_text = _text(obj, "at", 40)
     try:
-        at = datetime.fromisoformat(at_text)
-    except ValueError:
-        raise InvalidDisposition("at", "not an ISO 8601 time") from None
-    if at.utcoffset() is None:
-        raise InvalidDisposition("at", "must have a UTC offset")
+        # RFC 3339 from 1970 to 2099, as an event's time: a year-1 time with a
+        # positive offset would parse, then overflow when taken to UTC
+        at = parse_time(_text(obj, "at", 40), "at")
+    except InvalidEvent as error:
+        raise InvalidDisposition("at", error.reason) from None
     by = _text(obj, "by", MAX_TEXT)
     note = _optional(obj, "note")
     punish = None
@@ -154,7 +156,8 @@ def _optional(obj: Mapping[str, Any], name: str, prefix: str = "") -> str:
 def _date(obj: Mapping[str, Any], name: str) -> date:
     value = _text(obj, name, 10, "punish.")
     try:
-        if len(value) != 10:
+        # date.fromisoformat also takes week dates ("2026-W49-3"), which are ten characters too
+        if not _DATE.fullmatch(value):
             raise ValueError
         return date.fromisoformat(value)
     except ValueError:
