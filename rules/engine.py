@@ -162,6 +162,14 @@ class Engine:
         state.watch = entry
 
     @staticmethod
+    def punish(state: IdentityState, alert_id: str, entry: WatchEntry | None) -> None:
+        """Set (or, with None, lift) the punishment the police's verdict on an alert gave."""
+        if entry is None:
+            state.punished.pop(alert_id, None)
+        else:
+            state.punished[alert_id] = entry
+
+    @staticmethod
     def hold(state: IdentityState, snapshot: Snapshot) -> None:
         """Apply an inventory snapshot: it replaces the source's earlier one."""
         held = state.holdings.get(snapshot.source)
@@ -305,6 +313,9 @@ class Screening:
                 return
             state = self.identities[subject_key] = IdentityState()
         self.engine.watch(state, entry)
+
+    def punish(self, subject_key: str, alert_id: str, entry: WatchEntry | None) -> None:
+        self.engine.punish(self.identity(subject_key), alert_id, entry)
 
     def identity(self, subject_key: str) -> IdentityState:
         state = self.identities.get(subject_key)

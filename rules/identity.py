@@ -247,8 +247,8 @@ class WatchlistHit:
         self.settings = settings
 
     def evaluate(self, event: PseudonymousEvent, ts: float, state: IdentityState) -> Finding | None:
-        entry = state.watch
-        if entry is None or not entry.covers(event.event_type, event.occurred_at.date()):
+        entry = state.barring(event.event_type, event.occurred_at.date())
+        if entry is None:
             return None
         what_zh, what_en = (
             ("号卡", "a SIM")

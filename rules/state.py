@@ -253,6 +253,17 @@ class IdentityState:
     watch: WatchEntry | None = None
     holdings: dict[str, Held] = field(default_factory=dict)  # by source
     checks: dict[str, CheckRecord] = field(default_factory=dict)  # by source + "\x1f" + check_id
+    # punishments from the police's verdicts, by the alert they confirmed
+    punished: dict[str, WatchEntry] = field(default_factory=dict)
+
+    def barring(self, event_type: str, day: date) -> WatchEntry | None:
+        """The first active entry (the list keepers', then the police's) that bars this opening."""
+        if self.watch is not None and self.watch.covers(event_type, day):
+            return self.watch
+        for _, entry in sorted(self.punished.items()):
+            if entry.covers(event_type, day):
+                return entry
+        return None
 
     def held(self, sources_of: str, kind: str) -> int:
         """Cards of `kind` held at every source of the carrier or bank `sources_of`."""
@@ -401,6 +412,7 @@ def encode_identity(state: IdentityState) -> bytes:
             "c": state.cooldowns,
             "w": watch_row(state.watch),
         }
+        | ({"p": {a: watch_row(e) for a, e in state.punished.items()}} if state.punished else {})
     )
 
 
@@ -433,6 +445,9 @@ def decode_identity(raw: bytes) -> IdentityState:
             source: Held(NEVER if as_of is None else as_of, base, opened, removed)
             for source, (as_of, base, opened, removed) in held.items()
         }
+    punished = obj.get("p")  # absent in state written before the police's verdicts
+    if punished:
+        state.punished = {a: e for a, row in punished.items() if (e := watch_from_row(row))}
     checks = obj.get("k")
     if checks:
         state.checks = {

@@ -511,6 +511,23 @@ def test_watchlist_removal_of_an_unknown_person_keeps_no_state() -> None:
     assert s.identities == {}
 
 
+def test_a_police_punishment_bars_like_an_entry_and_coexists_with_the_list() -> None:
+    s = screening()
+    punished = WatchEntry("telecom", date(2025, 3, 1), date(2027, 3, 1), "police disposition")
+    s.punish(key_of(LOCAL), "a1", punished)
+    first = ev(0 * DAY)
+    [alert] = run(s, [first], WATCH)
+    assert alert.facts["list"] == "police disposition"
+    state = decode_identity(encode_identity(identity(s, LOCAL)))
+    assert state.punished == {"a1": punished}
+    s.watch(key_of(LOCAL), entry("bank"))  # the list keepers' entry does not lift the police's
+    assert len(run(s, [ev(DAY)], WATCH)) == 1
+    s.punish(key_of(LOCAL), "a1", None)  # the appeal
+    assert run(s, [ev(2 * DAY)], WATCH) == []
+    opening = bank(3 * DAY)
+    assert ids(run(s, [opening], WATCH)) == fired_on(WATCH, opening)  # the list's bank entry
+
+
 def test_watchlist_repeated_event_fires_once() -> None:
     event = ev(0 * DAY)
     assert ids(run(watched(), [event, event], WATCH)) == fired_on(WATCH, event)
