@@ -12,6 +12,12 @@ lines, as `duanka replay --decisions` writes them, or the audit records of
 `screening.decisions`), the page adds the checks decided by outcome and the
 refusals by rule, counted as the police console counts them
 (stream/decisions.py).
+
+With a file of the police's verdicts (`duanka.disposition/1` JSON lines, as
+a police system exports them), the table of alerts per rule adds the alerts
+whose standing verdict (the last in the file) is confirmed, dismissed or
+under investigation, and each rule's precision: confirmed / (confirmed +
+dismissed), counted as the engine counts them (rules/disposition.py).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -36,6 +43,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from rules.alert import SEVERITIES, Alert, decode_alert
+from rules.disposition import (
+    Disposition,
+    InvalidDisposition,
+    Verdicts,
+    parse_disposition,
+    standing,
+)
 from rules.errors import DuankaError, InvalidAlert
 from rules.regions import PROVINCES
 from stream.decisions import DecisionCounts, InvalidDecision, decode_decision
@@ -176,6 +190,40 @@ def load_decisions(path: Path, on_skip: Skip | None = None) -> Decisions:
     return Decisions(counts, rejected, skipped)
 
 
+@dataclass(frozen=True, slots=True)
+class Dispositions:
+    """A file of police verdicts: the standing one of each alert (the last in the file).
+
+    `read`: the valid dispositions in the file; `skipped`: the lines that are not.
+    """
+
+    standing: dict[str, Disposition]
+    read: int
+    skipped: int
+
+
+def load_dispositions(path: Path, on_skip: Skip | None = None) -> Dispositions:
+    """The verdicts of a JSON-lines file of `duanka.disposition/1` records, in file order.
+
+    A line the engine would dead-letter is skipped and passed to `on_skip`
+    with its line number and the field and reason (a warning on stderr by
+    default); blank lines are ignored.
+    """
+    skip = on_skip or warn_skipped(path, "a disposition")
+    valid: list[Disposition] = []
+    skipped = 0
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                valid.append(parse_disposition(line))
+            except InvalidDisposition as error:
+                skipped += 1
+                skip(number, str(error))
+    return Dispositions(standing(valid), len(valid), skipped)
+
+
 def _is_rejected_check(line: bytes) -> bool:
     try:
         obj = orjson.loads(line)
@@ -276,6 +324,40 @@ def _owners(own: pd.DataFrame, column: str) -> dict[object, str]:
 
 def _first_owner(keys: Iterable[object], owner: dict[object, str]) -> str | None:
     return next((owner[key] for key in keys if key in owner), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A fraction shown as a percentage, or "–" when there is none."""
+
+    value: float | None
+
+    def __str__(self) -> str:
+        return "–" if self.value is None or math.isnan(self.value) else f"{self.value:.1%}"
+
+
+def verdict_counts(alerts: pd.DataFrame, dispositions: Dispositions) -> tuple[pd.DataFrame, int]:
+    """Per rule (as `rule_counts` orders them): alerts by standing verdict, and precision.
+
+    Each standing verdict is joined to its alert's rule by `alert_id`; the
+    second value is how many verdicts matched no alert of the file.
+    Precision is NaN for a rule with nothing confirmed or dismissed.
+    """
+    rule_of = dict(zip(alerts["alert_id"], alerts["rule_id"], strict=True))
+    verdicts = Verdicts()
+    unmatched = 0
+    for alert_id, disposition in dispositions.standing.items():
+        rule_id = rule_of.get(alert_id)
+        if rule_id is None:
+            unmatched += 1
+        else:
+            verdicts.set(alert_id, rule_id, disposition.status)
+    columns = ["confirmed", "dismissed", "investigating"]
+    table = pd.DataFrame.from_dict(verdicts.counts, orient="index", columns=columns)
+    table = table.reindex(rule_counts(alerts).index, fill_value=0).astype(int)
+    shares = pd.Series(verdicts.precision(), index=table.index, dtype=float)
+    table["precision"] = shares  # None (nothing decided) is NaN
+    return table, unmatched
 
 
 def outcome_counts(decisions: Decisions) -> pd.Series:
@@ -411,6 +493,9 @@ class ReportSummary:
     skipped: int
     decisions: int | None = None  # checks counted; None without a decisions file
     decisions_skipped: int = 0
+    verdicts: int | None = None  # alerts with a standing verdict; None without dispositions
+    verdicts_unmatched: int = 0  # of those, the ones with no alert in the file
+    dispositions_skipped: int = 0
 
 
 def render_report(
@@ -419,15 +504,20 @@ def render_report(
     skipped: int = 0,
     decisions: Decisions | None = None,
     decisions_name: str = "",
+    dispositions: Dispositions | None = None,
+    dispositions_name: str = "",
 ) -> str:
     """The whole page as one string; every text from the alerts and decisions is escaped."""
     parts = [f"<h1>{_e(title)}</h1>"]
     if alerts.empty:
         parts.append('<p class="empty">There are no alerts in this file.</p>')
         parts.append(_skipped_note(skipped))
+        if dispositions is not None:
+            unmatched = len(dispositions.standing)
+            parts.append(_verdicts_note(dispositions, dispositions_name, unmatched))
     else:
         parts += [
-            _headline(alerts, skipped),
+            _headline(alerts, skipped, dispositions, dispositions_name),
             _daily_section(alerts),
             _top_section(alerts, "outlet"),
             _top_section(alerts, "agent"),
@@ -447,15 +537,24 @@ def write_report(
     skipped: int = 0,
     decisions: Decisions | None = None,
     decisions_name: str = "",
+    dispositions: Dispositions | None = None,
+    dispositions_name: str = "",
 ) -> None:
     """Write the page to `out` (UTF-8)."""
-    page = render_report(alerts, title, skipped, decisions, decisions_name)
+    page = render_report(
+        alerts, title, skipped, decisions, decisions_name, dispositions, dispositions_name
+    )
     out.write_text(page, encoding="utf-8")
 
 
-def run_report(alerts_file: Path, out: Path, decisions_file: Path | None = None) -> ReportSummary:
-    """`duanka report`: read the alerts (and decisions), warn about bad lines, write the page."""
-    for path in (alerts_file, decisions_file):
+def run_report(
+    alerts_file: Path,
+    out: Path,
+    decisions_file: Path | None = None,
+    dispositions_file: Path | None = None,
+) -> ReportSummary:
+    """`duanka report`: read the alerts (and decisions, verdicts), warn about bad lines, write."""
+    for path in (alerts_file, decisions_file, dispositions_file):
         if path is not None and not path.is_file():
             raise DuankaError(f"{path}: no such file")
     skipped: list[int] = []
@@ -468,14 +567,31 @@ def run_report(alerts_file: Path, out: Path, decisions_file: Path | None = None)
     alerts = load_alerts(alerts_file, skip)
     decisions = load_decisions(decisions_file) if decisions_file is not None else None
     name = decisions_file.name if decisions_file is not None else ""
+    verdicts = load_dispositions(dispositions_file) if dispositions_file is not None else None
+    verdicts_name = dispositions_file.name if dispositions_file is not None else ""
     title = f"duanka alert report: {alerts_file.name}"
-    write_report(alerts, out, title, len(skipped), decisions, name)
-    if decisions is None:
-        return ReportSummary(len(alerts), len(skipped))
-    return ReportSummary(len(alerts), len(skipped), decisions.counts.total, decisions.skipped)
+    write_report(alerts, out, title, len(skipped), decisions, name, verdicts, verdicts_name)
+    summary = ReportSummary(len(alerts), len(skipped))
+    if decisions is not None:
+        summary = replace(
+            summary, decisions=decisions.counts.total, decisions_skipped=decisions.skipped
+        )
+    if verdicts is not None:
+        summary = replace(
+            summary,
+            verdicts=len(verdicts.standing),
+            verdicts_unmatched=verdict_counts(alerts, verdicts)[1],
+            dispositions_skipped=verdicts.skipped,
+        )
+    return summary
 
 
-def _headline(alerts: pd.DataFrame, skipped: int) -> str:
+def _headline(
+    alerts: pd.DataFrame,
+    skipped: int,
+    dispositions: Dispositions | None = None,
+    dispositions_name: str = "",
+) -> str:
     times = alerts.sort_values("instant", kind="stable")["event_time"]
     days = (max(alerts["day"]) - min(alerts["day"])).days + 1
     facts = [
@@ -488,17 +604,55 @@ def _headline(alerts: pd.DataFrame, skipped: int) -> str:
         facts.append((f"about an {kind}", f"{int((alerts['subject_kind'] == kind).sum()):,}"))
     rules = rule_counts(alerts)
     severities = severity_counts(alerts)
-    return "\n".join(
-        [
-            "<h2>Headline</h2>",
-            _table("headline", [], facts),
-            _skipped_note(skipped),
-            '<div class="side">',
-            _table("per-rule", ["rule", "alerts"], rules.items()),
-            _table("per-severity", ["severity", "alerts"], severities.items()),
-            "</div>",
-        ]
+    header, rows = ["rule", "alerts"], list(rules.items())
+    verdicts = None
+    if dispositions is not None:
+        table, unmatched = verdict_counts(alerts, dispositions)
+        header += list(table.columns)
+        by_rule = table.to_dict("index")
+        rows = []
+        for rule_id, count in rules.items():
+            row = by_rule[rule_id]
+            counts = [row[status] for status in ("confirmed", "dismissed", "investigating")]
+            rows.append((rule_id, count, *counts, Share(row["precision"])))
+        verdicts = _verdicts_note(dispositions, dispositions_name, unmatched)
+    parts = [
+        "<h2>Headline</h2>",
+        _table("headline", [], facts),
+        _skipped_note(skipped),
+        '<div class="side">',
+        _table("per-rule", header, rows),
+        _table("per-severity", ["severity", "alerts"], severities.items()),
+        "</div>",
+    ]
+    if verdicts is not None:
+        parts.append(verdicts)
+    return "\n".join(parts)
+
+
+def _verdicts_note(dispositions: Dispositions, name: str, unmatched: int) -> str:
+    """Where the verdicts come from, how they are counted, and how many matched no alert."""
+    standing = len(dispositions.standing)
+    read = "disposition" if dispositions.read == 1 else "dispositions"
+    alerts = "alert" if standing == 1 else "alerts"
+    text = (
+        f"<p>Police verdicts from {_e(name)}: {dispositions.read:,} {read} on "
+        f"{standing:,} {alerts}. The last disposition of an alert in the file stands; "
+        f"precision is confirmed / (confirmed + dismissed), and alerts still under "
+        f"investigation do not count in it. "
     )
+    if unmatched:
+        verdicts = "verdict" if unmatched == 1 else "verdicts"
+        text += f"{unmatched:,} {verdicts} matched no alert in this file.</p>"
+    else:
+        text += "Every verdict matched an alert in this file.</p>"
+    if dispositions.skipped:
+        lines = "line was" if dispositions.skipped == 1 else "lines were"
+        text += (
+            f'\n<p class="note">{dispositions.skipped:,} {lines} not valid dispositions '
+            f"and skipped (see the warnings).</p>"
+        )
+    return text
 
 
 def _skipped_note(skipped: int) -> str:
@@ -656,7 +810,7 @@ def _text(value: object) -> str:
 
 
 def _num(value: object) -> str:
-    return ' class="n"' if isinstance(value, (int, float, np.number)) else ""
+    return ' class="n"' if isinstance(value, (int, float, np.number, Share)) else ""
 
 
 def _e(text: str) -> str:

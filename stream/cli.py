@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_holdings(commands)
     _add_check(commands)
     _add_report(commands)
+    _add_dispose(commands)
     for command in commands.choices.values():
         # `duanka replay --config F` works as well as `duanka --config F replay`
         command.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
@@ -535,20 +536,72 @@ def _add_report(commands: Commands) -> None:
         help="JSON-lines file of duanka.decision/1 records (as replay --decisions writes): "
         "adds the checks by outcome and the refusals by rule",
     )
+    report.add_argument(
+        "--dispositions",
+        type=Path,
+        help="JSON-lines file of duanka.disposition/1 records (the police's verdicts): adds "
+        "the alerts confirmed, dismissed and under investigation, and precision, per rule",
+    )
     report.set_defaults(handler=_report)
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from producers.report import run_report
 
-    summary = run_report(args.alerts, args.out, args.decisions)
+    summary = run_report(args.alerts, args.out, args.decisions, args.dispositions)
     skipped = f", {summary.skipped} lines skipped" if summary.skipped else ""
     checks = ""
     if summary.decisions is not None:
         checks = f" and {summary.decisions} checks decided"
         if summary.decisions_skipped:
             checks += f" ({summary.decisions_skipped} lines skipped)"
+    if summary.verdicts is not None:
+        unmatched = f"{summary.verdicts_unmatched} on no alert in the file"
+        if summary.dispositions_skipped:
+            unmatched += f"; {summary.dispositions_skipped} lines skipped"
+        checks += f" and {summary.verdicts} verdicts ({unmatched})"
     print(f"wrote a report of {summary.alerts} alerts{skipped}{checks} to {args.out}")
+    return 0
+
+
+def _add_dispose(commands: Commands) -> None:
+    dispose = commands.add_parser(
+        "dispose",
+        help="write the police's verdict on an alert (and a punishment) to the dispositions topic",
+    )
+    dispose.add_argument("alert_id", metavar="ALERT_ID", help="the alert's id, as in the alert")
+    dispose.add_argument("--status", required=True, metavar="investigating|confirmed|dismissed")
+    dispose.add_argument("--by", required=True, metavar="WHO", help="who gives the verdict")
+    dispose.add_argument("--note", default="", metavar="TEXT")
+    dispose.add_argument(
+        "--punish-scope",
+        metavar="telecom|bank|all",
+        help="with --status confirmed, for an identity alert: bar the alert's identity from "
+        "these openings (watchlist entry); needs --until",
+    )
+    dispose.add_argument(
+        "--until",
+        metavar="YYYY-MM-DD",
+        help="the day the punishment ends: openings from that day on are not barred",
+    )
+    dispose.add_argument(
+        "--since",
+        metavar="YYYY-MM-DD",
+        help="the punishment's first day (default: the day of --at in Asia/Shanghai, today)",
+    )
+    dispose.add_argument("--basis", metavar="TEXT", help="the punishment's legal basis")
+    dispose.add_argument(
+        "--at", metavar="ISO-TIME", help="when the verdict was given (default: now, +08:00)"
+    )
+    dispose.set_defaults(handler=_dispose)
+
+
+def _dispose(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.dispose import PunishOptions, build_disposition, describe, send_disposition
+
+    punish = PunishOptions(args.punish_scope, args.until, args.since, args.basis)
+    disposition = build_disposition(args.alert_id, args.status, args.by, args.note, punish, args.at)
+    print(describe(disposition, send_disposition(disposition, settings)))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ from producers.report import (
     daily_counts,
     load_alerts,
     load_decisions,
+    load_dispositions,
     province_label,
     run_report,
     top_subjects,
+    verdict_counts,
 )
 from producers.simulate import write_world
 from producers.simulator import Simulator
@@ -652,3 +655,194 @@ def test_text_from_decisions_is_escaped(tmp_path: Path) -> None:
     run_report(write(tmp_path / "a.jsonl", b""), out, path)
     assert "<script" not in out.read_text(encoding="utf-8")
     assert parse(out).tables["refusals-by-rule"][1][0] == hostile
+
+
+# ---------------------------------------------------------------- police verdicts
+
+
+def disposition(alert_id: str, status: str, minute: int = 0, **extra: object) -> bytes:
+    """A `duanka.disposition/1` line as a police system would export it."""
+    record = {
+        "schema": "duanka.disposition/1",
+        "alert_id": alert_id,
+        "status": status,
+        "at": f"2026-12-02T09:{minute:02d}:00+08:00",
+        "by": "GS-LZ-police-0042",
+    }
+    return orjson.dumps(record | extra)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """The month's alerts with verdicts on some of them, and its report."""
+
+    dispositions: Path
+    report: Path
+    expected: dict[str, dict[str, int]]  # rule_id -> status -> alerts whose verdict stands
+    unknown: int
+
+
+@pytest.fixture(scope="module")
+def judged(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Judged:
+    """Verdicts on three of each rule's alerts, some given twice, some on alerts not in the file."""
+    tmp = tmp_path_factory.mktemp("judged")
+    by_rule: dict[str, list[str]] = {}
+    for line in run.lines:
+        by_rule.setdefault(line["rule_id"], []).append(line["alert_id"])
+    lines: list[bytes] = []
+    expected: dict[str, dict[str, int]] = {}
+    for n, (rule_id, ids) in enumerate(sorted(by_rule.items())):
+        # the first rule has only a verdict under investigation, so nothing decided
+        statuses = ["investigating"] if n == 0 else ["confirmed", "dismissed", "investigating"]
+        if n % 3 == 1:
+            statuses = ["confirmed", "confirmed", "dismissed"]
+        standing = Counter[str]()
+        for alert_id, status in zip(ids, statuses, strict=False):
+            lines.append(disposition(alert_id, "investigating", 0))
+            lines.append(disposition(alert_id, status, 5))  # the later one stands
+            standing[status] += 1
+        expected[rule_id] = {s: standing[s] for s in ("confirmed", "dismissed", "investigating")}
+    first = sorted(by_rule)[1]
+    # an appeal: a confirmed alert dismissed later in the file
+    appealed = by_rule[first][0]
+    lines.append(disposition(appealed, "dismissed", 30, note="appeal upheld"))
+    expected[first]["confirmed"] -= 1
+    expected[first]["dismissed"] += 1
+    unknown = ["0" * 32, "f" * 32]
+    lines += [disposition(alert_id, "confirmed") for alert_id in unknown]
+    lines.append(disposition("0" * 32, "dismissed"))  # unknown, twice: one verdict
+    path = write(tmp / "dispositions.jsonl", *lines)
+    report = tmp / "report.html"
+    summary = run_report(run.alerts, report, None, path)
+    assert (summary.verdicts_unmatched, summary.dispositions_skipped) == (len(unknown), 0)
+    return Judged(path, report, expected, len(unknown))
+
+
+def precision_text(counts: dict[str, int]) -> str:
+    decided = counts["confirmed"] + counts["dismissed"]
+    return f"{counts['confirmed'] / decided:.1%}" if decided else "–"
+
+
+def test_the_per_rule_table_adds_verdicts_and_precision(run: Run, judged: Judged) -> None:
+    table = parse(judged.report).tables["per-rule"]
+    assert table[0] == ["rule", "alerts", "confirmed", "dismissed", "investigating", "precision"]
+    alerts = Counter(a["rule_id"] for a in run.lines)
+    rows = {row[0]: row[1:] for row in table[1:]}
+    assert set(rows) == set(alerts)
+    for rule_id, counted in judged.expected.items():
+        statuses = [counted[s] for s in ("confirmed", "dismissed", "investigating")]
+        assert rows[rule_id] == [
+            f"{alerts[rule_id]:,}",
+            *map(str, statuses),
+            precision_text(counted),
+        ], rule_id
+    # two of three confirmed, one of two, and nothing decided
+    shown = {row[-1] for row in rows.values()}
+    assert {"66.7%", "50.0%", "–"} <= shown
+    # the alerts column and its order are those of the page without verdicts
+    without = parse(run.report).tables["per-rule"]
+    assert [row[:2] for row in table[1:]] == [row[:2] for row in without[1:]]
+
+
+def test_verdicts_leave_the_rest_of_the_page_as_it_was(run: Run, judged: Judged) -> None:
+    page, without = parse(judged.report), parse(run.report)
+    assert set(page.tables) == set(without.tables)
+    for name, table in without.tables.items():
+        if name != "per-rule":
+            assert page.tables[name] == table, name
+    assert len(page.images) == len(without.images)
+
+
+def test_the_page_says_how_many_verdicts_matched_no_alert(judged: Judged) -> None:
+    text = " ".join(parse(judged.report).text)
+    assert f"{judged.unknown} verdicts matched no alert in this file." in text
+    assert "The last disposition of an alert in the file stands" in text
+
+
+def test_the_last_verdict_in_the_file_stands_and_investigating_is_not_decided(
+    tmp_path: Path,
+) -> None:
+    alerts = write(
+        tmp_path / "alerts.jsonl",
+        encode_alert(alert(alert_id="a1")),
+        encode_alert(alert(alert_id="a2")),
+        encode_alert(alert("gang_batch_open", "outlet", "OUT-1", alert_id="b1")),
+    )
+    dispositions = write(
+        tmp_path / "d.jsonl",
+        disposition("a1", "confirmed", 50),
+        disposition("a1", "dismissed", 10),  # earlier `at`, later in the file: it stands
+        disposition("a2", "investigating"),
+        disposition("b1", "investigating"),
+        b"",
+    )
+    out = tmp_path / "report.html"
+    summary = run_report(alerts, out, None, dispositions)
+    assert (summary.verdicts, summary.verdicts_unmatched) == (3, 0)
+    table = parse(out).tables["per-rule"]
+    assert table[1:] == [
+        ["sim_nonlocal_not_in_person", "2", "0", "1", "1", "0.0%"],
+        ["gang_batch_open", "1", "0", "0", "1", "–"],
+    ]
+    frame, unmatched = verdict_counts(load_alerts(alerts), load_dispositions(dispositions))
+    assert unmatched == 0
+    assert frame.loc["sim_nonlocal_not_in_person"].tolist()[:3] == [0, 1, 1]
+    assert math.isnan(frame.loc["gang_batch_open", "precision"])
+    assert "Every verdict matched an alert in this file." in " ".join(parse(out).text)
+
+
+def test_an_invalid_disposition_is_skipped_with_its_line_field_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alerts = write(tmp_path / "alerts.jsonl", encode_alert(alert(alert_id="a1")))
+    path = write(
+        tmp_path / "d.jsonl",
+        disposition("a1", "confirmed"),
+        disposition("a1", "closed"),
+        b"not json",
+        disposition("a1", "dismissed", punish={"scope": "telecom", "until": "2028-12-02"}),
+        disposition("a1", "confirmed", at="yesterday"),
+        encode_alert(alert(alert_id="a1")),
+    )
+    out = tmp_path / "report.html"
+    summary = run_report(alerts, out, None, path)
+    assert (summary.verdicts, summary.dispositions_skipped) == (1, 5)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 5
+    for warning, (number, field) in zip(
+        warnings,
+        [(2, "status"), (3, "record"), (4, "punish"), (5, "at"), (6, "schema")],
+        strict=True,
+    ):
+        assert f"{path}:{number}: skipped, not a disposition ({field}: " in warning, warning
+    assert "unknown value 'closed'" in warnings[0]
+    assert "only a confirmed disposition may punish" in warnings[2]
+    page = parse(out)
+    assert page.tables["per-rule"][1][2:] == ["1", "0", "0", "100.0%"]
+    assert "5 lines were not valid dispositions and skipped (see the warnings)." in page.text
+
+
+def test_verdicts_beside_an_empty_alert_file(tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    alerts = write(tmp_path / "alerts.jsonl", b"")
+    dispositions = write(tmp_path / "d.jsonl", disposition("a1", "confirmed"))
+    summary = run_report(alerts, out, None, dispositions)
+    assert (summary.alerts, summary.verdicts, summary.verdicts_unmatched) == (0, 1, 1)
+    text = " ".join(parse(out).text)
+    assert "There are no alerts in this file." in text
+    assert "1 verdict matched no alert in this file." in text
+
+
+def test_the_command_takes_dispositions(
+    tmp_path: Path, run: Run, judged: Judged, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "from-cli.html"
+    args = ["report", str(run.alerts), "--out", str(out)]
+    assert main([*args, "--dispositions", str(judged.dispositions)]) == 0
+    verdicts = sum(sum(c.values()) for c in judged.expected.values()) + judged.unknown
+    printed = capsys.readouterr().out
+    assert f"and {verdicts} verdicts ({judged.unknown} on no alert in the file) to {out}" in printed
+    assert parse(out).tables["per-rule"] == parse(judged.report).tables["per-rule"]
+    missing = tmp_path / "missing.jsonl"
+    assert main([*args, "--dispositions", str(missing)]) == 1
+    assert f"{missing}: no such file" in capsys.readouterr().err
