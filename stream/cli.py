@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_broker(commands)
     _add_topics(commands)
+    _add_kafka_users(commands)
     _add_users(commands)
     _add_acls(commands)
     _add_worker(commands)
@@ -119,36 +120,104 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _add_users(commands: Commands) -> None:
+def _add_kafka_users(commands: Commands) -> None:
     users = commands.add_parser(
-        "users", help="store a user's SCRAM password on the brokers (run as the admin user)"
+        "kafka-users",
+        help="store a Kafka user's SCRAM password on the brokers (run as the admin user)",
     )
     users.add_argument("action", choices=["add"])
     users.add_argument("name")
     users.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    users.set_defaults(handler=_users)
+    users.set_defaults(handler=_kafka_users)
 
 
-def _users(args: argparse.Namespace, settings: Settings) -> int:
+def _kafka_users(args: argparse.Namespace, settings: Settings) -> int:
     from stream.security import add_user
     from stream.topics import admin_client
 
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        import getpass
-
-        password = getpass.getpass(f"password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
-            raise DuankaError("the two passwords differ")
+    password = _read_password(args.name, args.password_stdin)
     admin = admin_client(settings)
     try:
         add_user(admin, args.name, password, settings.security.sasl_mechanism)
     finally:
         admin.close()
     print(f"stored a {settings.security.sasl_mechanism} credential for {args.name}")
+    return 0
+
+
+def _read_password(name: str, from_stdin: bool, check: Callable[[str], None] | None = None) -> str:
+    """A password from the first line of standard input, or asked for twice on the terminal."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {name}: ")
+        if check is not None:
+            check(password)  # before asking again
+        if getpass.getpass("again: ") != password:
+            raise DuankaError("the two passwords differ")
+    if check is not None:
+        check(password)
+    return password
+
+
+def _add_users(commands: Commands) -> None:
+    users = commands.add_parser(
+        "users", help="the police console's users: add, passwd, remove, list"
+    )
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="a new user with a role; asks for the password twice")
+    add.add_argument("name")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=["analyst", "viewer"],
+        help="analyst: reads and disposes of alerts; viewer: reads only",
+    )
+    passwd = actions.add_parser("passwd", help="a new password (the user's sessions end)")
+    passwd.add_argument("name")
+    for action in (add, passwd):
+        action.add_argument(
+            "--password-stdin", action="store_true", help="read the password from standard input"
+        )
+    remove = actions.add_parser("remove", help="remove a user (their sessions end)")
+    remove.add_argument("name")
+    actions.add_parser("list", help="the users and their roles (never the hashes)")
+    users.set_defaults(handler=_users)
+
+
+def _users(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.auth import Users, UsersError, check_name, check_password
+
+    users = Users(settings.console.users_file)
+    names = {user.name for user in users.all()}
+    where = f"{users.path} (running workers read it on their next request)"
+    if args.action == "list":
+        for user in users.all():
+            print(f"{user.name:<24} {user.role:<8} password set {user.changed_at}")
+        if not names:
+            print(f"no console users in {users.path}", file=sys.stderr)
+        return 0
+    if args.action == "add":
+        check_name(args.name)
+        if args.name in names:
+            raise UsersError(f"user {args.name} exists (duanka users passwd sets a password)")
+    elif args.name not in names:
+        raise UsersError(f"no console user {args.name} in {users.path}")
+    if args.action == "remove":
+        users.remove(args.name)
+        print(f"removed {args.name} from {where}")
+        return 0
+    password = _read_password(args.name, args.password_stdin, check_password)
+    if args.action == "add":
+        users.add(args.name, password, args.role)
+        print(f"added {args.name} ({args.role}) to {where}")
+    else:
+        users.set_password(args.name, password)
+        print(f"set a new password for {args.name} in {where}")
     return 0
 
 

@@ -5,7 +5,7 @@ three functions here (kafka-python, aiokafka, faust), built from
 ``kafka.security`` in the settings. :func:`acl_set` is the one list of ACLs a
 deployment applies (``duanka acls apply``): each party has its own principal
 and may touch only its own topics. Users are SCRAM credentials stored by the
-brokers (``duanka users add``).
+brokers (``duanka kafka-users add``).
 """
 
 from __future__ import annotations

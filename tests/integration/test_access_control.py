@@ -206,7 +206,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         run.duanka("topics", "create", env=admin_env)
         for user, password in PASSWORDS.items():
             run.duanka(
-                "users", "add", user, "--password-stdin", env=admin_env, stdin=password.encode()
+                "kafka-users",
+                "add",
+                user,
+                "--password-stdin",
+                env=admin_env,
+                stdin=password.encode(),
             )
         run.duanka("acls", "apply", env=admin_env)
         # the worker's login comes from the environment, not from its config file
