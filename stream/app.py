@@ -38,6 +38,7 @@ from rules.deadletter import encode_dead_letter
 from rules.engine import Engine
 from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
+from stream.auth import install_auth
 from stream.check import Checker, install_check
 from stream.cluster import bind_state, identify
 from stream.console import install_console
@@ -343,7 +344,7 @@ def create_app(
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(wiring.metrics.exposition(), content_type=CONTENT_TYPE)
 
-    install_console(app, settings)
+    install_console(app, settings, install_auth(app, settings))
     install_check(app, Checker(wiring, identities))
 
     if pseudonymizer.is_development_key:

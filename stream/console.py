@@ -37,6 +37,7 @@ from rules.alert import SEVERITIES, Alert, decode_alert, encode_alert
 from rules.config import KafkaSecurity, RuleSettings, Settings
 from rules.errors import InvalidAlert, InvalidRecord
 from rules.regions import PROVINCES
+from stream.auth import Auth
 from stream.decisions import DecisionCounts, blocking_rules
 from stream.security import aiokafka_options
 
@@ -357,8 +358,8 @@ SECURITY_HEADERS = {
 }
 
 
-def install_console(app: Any, settings: Settings) -> Console:
-    """Add the console's two readers (alerts, decisions) and its pages to a Faust app."""
+def install_console(app: Any, settings: Settings, auth: Auth) -> Console:
+    """Add the console's two readers (alerts, decisions) and its pages, for signed-in users."""
     topic = settings.topics.alerts
     checks = Checks(blocking_rules(settings.rules), topic=settings.topics.decisions)
     console = Console(topic=topic, checks=checks)
@@ -380,6 +381,8 @@ def install_console(app: Any, settings: Settings) -> Console:
 
     @app.page("/console/")
     async def console_index(web: Any, request: Any) -> Any:
+        if (refused := auth.page_guard(request)) is not None:
+            return refused
         body, policy = console_page()
         headers = {
             **SECURITY_HEADERS,
@@ -390,6 +393,8 @@ def install_console(app: Any, settings: Settings) -> Console:
 
     @app.page("/console/alerts.json")
     async def console_alerts(web: Any, request: Any) -> Any:
+        if (refused := auth.api_guard(request)) is not None:
+            return refused
         try:
             payload, status = console.query(Query.from_params(request.query)), 200
         except ValueError as error:
