@@ -205,6 +205,20 @@ class WorkerMetrics:
             ["change"],
             registry=self.registry,
         )
+        self.dispositions = Counter(
+            "duanka_dispositions",
+            "Police dispositions taken, by outcome: applied, invalid, pending (its alert not "
+            "known yet; counted again when applied or dead-lettered as unknown_alert).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.verdicts = Gauge(
+            "duanka_verdicts",
+            "Alerts whose standing police verdict is `status`, by rule (the worker that "
+            "keeps the cases sets it).",
+            ["rule_id", "status"],
+            registry=self.registry,
+        )
         self.held = Gauge(
             "duanka_events_held",
             "Items a stage holds until every origin has passed them (event-time order).",

@@ -225,3 +225,26 @@ def test_a_failing_probe_is_counted_and_logged_once(caplog: pytest.LogCaptureFix
         "could not update the lag metrics: RuntimeError: consumer not started",
         "could not update the state size metrics: AttributeError: no assignment",
     ]
+
+
+def test_verdicts_and_dispositions_by_their_labels() -> None:
+    metrics = WorkerMetrics()
+    metrics.verdicts.labels("sim_churn", "confirmed").set(2)
+    metrics.verdicts.labels("sim_churn", "dismissed").set(1)
+    metrics.verdicts.labels("sim_churn", "confirmed").set(1)  # a gauge: an appeal lowers it
+    metrics.dispositions.labels("applied").inc()
+    metrics.dispositions.labels("unknown_alert").inc()
+    registry = metrics.registry
+
+    def verdicts(status: str) -> float | None:
+        labels = {"rule_id": "sim_churn", "status": status}
+        return registry.get_sample_value("duanka_verdicts", labels)
+
+    assert verdicts("confirmed") == verdicts("dismissed") == 1
+    assert verdicts("investigating") is None
+    for outcome in ("applied", "unknown_alert"):
+        labels = {"outcome": outcome}
+        assert registry.get_sample_value("duanka_dispositions_total", labels) == 1
+    page = metrics.exposition().decode()
+    assert "# TYPE duanka_verdicts gauge" in page
+    assert "# TYPE duanka_dispositions_total counter" in page
