@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
+import orjson
 from tqdm import tqdm
 
+from rules.cases import Cases, DictStore
 from rules.config import Settings
 from rules.engine import Engine
 from rules.errors import DuankaError
@@ -53,8 +55,13 @@ def run_replay(
     holdings: Path | None = None,
     checks: Path | None = None,
     decisions: Path | None = None,
+    cases: Path | None = None,
 ) -> int:
-    """Replay `events`; with `checks`, decisions go to `decisions` (or OUT.decisions.jsonl)."""
+    """Replay `events`; with `checks`, decisions go to `decisions` (or OUT.decisions.jsonl).
+
+    The cases the alerts form go to `cases` (or cases.jsonl beside OUT), one
+    `duanka.case/1` document a line, by case id.
+    """
     for path in (events, watchlist, holdings, checks):
         if path is not None and not path.is_file():
             raise DuankaError(f"{path}: no such file")
@@ -62,6 +69,10 @@ def run_replay(
     if pseudonymizer.is_development_key:
         print(DEV_KEY_NOTE, file=sys.stderr)
     bar = Bar(progress)
+    kept = Cases(settings.cases, DictStore())
+    cases = cases or out.with_name("cases.jsonl")
+    if cases.resolve() == out.resolve():
+        raise DuankaError(f"{out}: the alerts and the cases cannot go to one file")
     started = time.perf_counter()
     with ExitStack() as files:
         alerts = files.enter_context(out.open("wb"))
@@ -86,10 +97,16 @@ def run_replay(
                 bar,
                 holdings=holdings,
                 checks=answered,
+                cases=kept,
             )
         finally:
             bar.close()
+        documents = kept.documents()
+        with cases.open("wb") as written:
+            for document in documents:
+                written.write(orjson.dumps(document) + b"\n")
     print(summary_table(summary, time.perf_counter() - started, settings), file=sys.stderr)
+    print(f"{len(documents):,} cases written to {cases}", file=sys.stderr)
     return 0
 
 

@@ -568,6 +568,43 @@ class Simulator:
         self.case(how, "gang_batch_open", "outlet", outlet.outlet_id, events, expected=expected)
         return events
 
+    def ring(self, first: int = 5, second: int = 3) -> list[Event]:
+        """A card-opening ring: non-local people brought to two outlets by one dealer's agent.
+
+        They share one device and one pickup address. The first outlet sees
+        `first` of them within the hour (a gang alert from 5), the second the
+        rest the next day; each is verified remotely, which flags them all.
+        Their alerts make one case (CASES.md): the case's label names it.
+        """
+        outlets = [self.case_outlet(), self.case_outlet()]
+        agent = self.dealer()
+        device = f"ring-device-{self._people}"
+        address = f"ring-address-{self._people}"
+        home = self.home()
+        day = self._r() * (self.days - 3)
+        events = []
+        for k in range(first + second):
+            at, outlet = (k, 0) if k < first else (k - first, 1)
+            who = self.person(home)
+            event = self.emit(
+                "sim.activate",
+                who,
+                self.when(day + outlet) // DAY * DAY + OPENING + 600 * at,
+                outlet=outlets[outlet],
+                agent_id=agent,
+                channel="dealer",
+                verification="remote_face",
+                device_id=device,
+                delivery={"method": "pickup", "address_key": address},
+            )
+            label = f"ring of {first + second}, one device and address, two outlets"
+            self.case(label, "sim_nonlocal_not_in_person", "identity", who, [event])
+            events.append(event)
+        label = f"ring of {first + second}, one device and address, two outlets"
+        outlet_id = outlets[0].outlet_id
+        self.case(label, "gang_batch_open", "outlet", outlet_id, events[:first], first >= 5)
+        return events
+
     def busy_agent(self, customers: int = 10) -> None:
         """A dealer's staff member whose customers are all non-local and verified remotely."""
         outlet = self.case_outlet()
@@ -817,6 +854,7 @@ class Simulator:
             lambda: self.gang("prefecture"),
             lambda: self.gang("device_id", people=4),
             lambda: self.gang("address_key", spacing=2 * 3600),
+            self.ring,
             self.busy_agent,
             lambda: self.busy_agent(customers=9),
             self.carrier_limit_held,

@@ -3,7 +3,10 @@
 Two alerts are linked when an event of one and an event of the other share a
 token of one of `cases.link_by` (an identity's pseudonym, a device or contact
 phone token, a delivery address key, an outlet or an agent) and the alerts'
-event times are at most `cases.window` apart. A case is a connected group of
+event times are at most `cases.window` apart. An outlet or an agent links an
+alert about it (`outlet_nonlocal_surge`, `gang_batch_open`, `agent_flag_rate`)
+with the alerts on events there; two people's alerts are not linked only
+because they opened at one busy outlet. A case is a connected group of
 linked alerts (CASES.md). Its id comes from its first alert, by event time
 then alert id, so it does not depend on the order in which the alerts
 arrive: when a new alert joins two cases, the merged case keeps the id of the
@@ -15,7 +18,8 @@ the stream's case table, or a dict in replay. Keys:
     a<alert_id>            the alert, its links, its case, its standing verdict
     c<case_id>             the case: its alerts, first alert, severity, verdict counts;
                            or {"into": case_id} once merged into another
-    t<attr>\\x1f<token>     the alerts with that token: [[event time, alert_id], ...]
+    t<attr>\\x1f<token>     the alerts with that token: [[event time, alert_id, 1 if the
+                           alert is about that outlet or agent else 0], ...]
     p                      verdicts waiting for an alert not known yet
     v                      standing verdicts counted by rule and status
     m                      the latest alert event time seen
@@ -44,6 +48,7 @@ CASE_SCHEMA = "duanka.case/1"
 SLACK_S = 86_400.0
 # the most alerts a case document lists (the case keeps counting the rest)
 LISTED_ALERTS = 500
+PLACES = ("outlet", "agent")
 LATEST = "m"
 PENDING = "p"
 VERDICTS = "v"
@@ -64,6 +69,13 @@ class DictStore:
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
+
+    def clear(self) -> None:
+        self.data.clear()
+
+    def case_ids(self) -> list[str]:
+        """Every case id, merged ones too, sorted."""
+        return sorted(key[1:] for key in self.data if key[0] == "c")
 
     def get(self, key: str) -> Any:
         return self.data.get(key)
@@ -194,6 +206,18 @@ class Cases:
         self.grace = float(settings.unknown_grace_s)
         self.store = store
 
+    def clear(self) -> None:
+        """Forget every case (a `DictStore`'s only)."""
+        if isinstance(self.store, DictStore):
+            self.store.clear()
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Every case's document, by case id (a `DictStore`'s only); merged ids left out."""
+        if not isinstance(self.store, DictStore):
+            raise TypeError("only the cases of a DictStore can be listed")
+        found = [self.document(case_id) for case_id in self.store.case_ids()]
+        return [doc for doc in found if "merged_into" not in doc]
+
     # ------------------------------------------------------------ alerts
 
     def add(self, alert: Mapping[str, Any], links: Iterable[LinkRow], now: float = 0.0) -> Added:
@@ -209,15 +233,21 @@ class Cases:
         store.put(LATEST, latest)
         horizon = latest - self.window - SLACK_S
         found: set[str] = set()
+        subject = alert["subject"]
         for attr, token in sorted({(row[1], row[2]) for row in rows}):
             if attr not in self.link_by:
                 continue
+            # an outlet or agent links the alerts about it with those on events there,
+            # not every two alerts that happened there (a busy outlet would join everyone)
+            about = int(attr in PLACES and (subject["kind"], subject["key"]) == (attr, token))
             key = f"t{attr}\x1f{token}"
             entries = [e for e in store.get(key) or [] if e[0] >= horizon]
-            for other_ts, other in entries:
-                if abs(other_ts - ts) <= self.window:
+            for other_ts, other, other_about in entries:
+                if abs(other_ts - ts) <= self.window and (
+                    attr not in PLACES or about or other_about
+                ):
                     found.add(self.case_of(other))
-            insort(entries, [ts, alert_id])
+            insort(entries, [ts, alert_id, about])
             store.put(key, entries)
         target, changed = self._join(found, ts, alert_id, str(alert["severity"]))
         store.put(
@@ -282,22 +312,27 @@ class Cases:
     def dispose(self, disposition: Disposition, now: float) -> Outcome:
         """Apply a verdict; one for an alert not known yet waits `unknown_grace`."""
         row = verdict_row(disposition)
-        if self.store.get("a" + disposition.alert_id) is None:
-            pending = self.store.get(PENDING) or {}
-            pending[disposition.alert_id] = [now, row]
-            self.store.put(PENDING, pending)
-            return Outcome("pending", disposition.alert_id)
-        return self._apply(disposition.alert_id, row)
+        del row["alert_id"]
+        return self.dispose_row(disposition.alert_id, row, now)
 
-    def expire(self, now: float) -> list[str]:
-        """The alert ids of verdicts that waited past the grace for an alert that never came."""
+    def dispose_row(self, alert_id: str, row: dict[str, Any], now: float) -> Outcome:
+        """`dispose` for a verdict as `verdict_row` gives it."""
+        if self.store.get("a" + alert_id) is None:
+            pending = self.store.get(PENDING) or {}
+            pending[alert_id] = [now, row]
+            self.store.put(PENDING, pending)
+            return Outcome("pending", alert_id)
+        return self._apply(alert_id, row)
+
+    def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+        """The verdicts (alert id, row) that waited past the grace for an alert that never came."""
         pending = self.store.get(PENDING) or {}
         gone = sorted(a for a, (since, _) in pending.items() if now - since >= self.grace)
         if gone:
-            for alert_id in gone:
-                del pending[alert_id]
+            expired = [(alert_id, pending.pop(alert_id)[1]) for alert_id in gone]
             self.store.put(PENDING, pending or None)
-        return gone
+            return expired
+        return []
 
     def _apply(self, alert_id: str, row: dict[str, Any]) -> Outcome:
         store = self.store
@@ -353,7 +388,12 @@ def _highest(severities: Iterable[str]) -> str:
 
 def verdict_row(d: Disposition) -> dict[str, Any]:
     """What the cases keep of a verdict: no free-text note."""
-    row: dict[str, Any] = {"status": d.status, "at": d.at.isoformat(), "by": d.by}
+    row: dict[str, Any] = {
+        "alert_id": d.alert_id,
+        "status": d.status,
+        "at": d.at.isoformat(),
+        "by": d.by,
+    }
     if d.punish is not None:
         p = d.punish
         row["punish"] = [p.scope, p.since.isoformat(), p.until.isoformat(), p.basis]

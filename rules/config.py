@@ -35,6 +35,7 @@ class Topics:
     holdings: str = "screening.holdings"
     decisions: str = "screening.decisions"
     dispositions: str = "police.dispositions"
+    cases: str = "police.cases"
     identity_events: str = "duanka.identity-events"
     outlet_events: str = "duanka.outlet-events"
     agent_signals: str = "duanka.agent-signals"
@@ -49,7 +50,7 @@ class Topics:
     @property
     def compacted(self) -> frozenset[str]:
         """The topics that keep the latest record per key (lists, snapshots, verdicts)."""
-        return frozenset({self.watchlist, self.holdings, self.dispositions})
+        return frozenset({self.watchlist, self.holdings, self.dispositions, self.cases})
 
     def names(self) -> dict[str, str]:
         """Every topic name by its config key."""

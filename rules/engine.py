@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from rules.agent import AgentFlagRate
 from rules.alert import Alert, Evidence
+from rules.cases import LinkRow, agent_links, identity_links, outlet_links
 from rules.config import RuleConfig, RuleSettings
 from rules.event import PseudonymousEvent
 from rules.holdings import Snapshot
@@ -342,6 +343,15 @@ class Screening:
                 agent = self.agents[signal.agent_id] = AgentState()
             alerts += engine.screen_agent(agent, signal).alerts
         return alerts
+
+    def links(self, alert: Alert, event: PseudonymousEvent) -> list[LinkRow]:
+        """What an alert just raised on `event` links by, for the cases (rules/cases.py)."""
+        kind, key = alert.subject.kind, alert.subject.key
+        if kind == "outlet":
+            return outlet_links(alert, self.outlets[key])
+        if kind == "agent":
+            return agent_links(alert, self.agents[key])
+        return identity_links(event)
 
     def screen_outlet(self, event: PseudonymousEvent) -> list[Alert]:
         """The outlet rules' alerts on one event (they depend on no other rule's)."""

@@ -34,6 +34,7 @@ from typing import IO, Any, Protocol
 import orjson
 
 from rules.alert import encode_alert
+from rules.cases import Cases
 from rules.check import decide, decision_document
 from rules.deadletter import encode_dead_letter
 from rules.engine import Engine, Screening
@@ -283,12 +284,14 @@ def replay(
     progress: Progress | None = None,
     holdings: Path | None = None,
     checks: tuple[Checks, IO[bytes]] | None = None,
+    cases: Cases | None = None,
 ) -> ReplaySummary:
     """Screen every event of `events`; write alerts (and rejected records) as JSON lines.
 
     A rejected record's dead letter names the file as `file:NAME`, partition 0,
     and its line number as the offset. `holdings` seeds what identities hold;
-    `checks` are answered among the events, their decisions written to its file.
+    `checks` are answered among the events, their decisions written to its file;
+    `cases` takes every alert with what it links by.
     """
     summary = ReplaySummary()
     screening = Screening(engine)
@@ -313,7 +316,10 @@ def replay(
             checks[0].answer_before(_key_of(pseudonymous), screening, summary)
         for alert in screening.screen(pseudonymous):
             summary.alerts[alert.rule_id] += 1
-            out.write(encode_alert(alert) + b"\n")
+            line = encode_alert(alert)
+            out.write(line + b"\n")
+            if cases is not None:
+                cases.add(orjson.loads(line), screening.links(alert, pseudonymous))
     if checks is not None:
         checks[0].answer_before(None, screening, summary)
         checks[0].write(checks[1], summary)
@@ -342,6 +348,7 @@ def replay_in_two(
     progress: Progress | None = None,
     holdings: Path | None = None,
     checks: tuple[Checks, IO[bytes]] | None = None,
+    cases: Cases | None = None,
 ) -> ReplaySummary:
     """`replay`, with reading, validating and pseudonymising in a second process.
 
@@ -364,6 +371,7 @@ def replay_in_two(
     passes = _Passes(engine, pseudonymizer, entries, watchlist, receive, events)
     passes.holdings = holdings
     passes.checks = checks[0] if checks is not None else None
+    passes.cases = cases
     try:
         summary = passes.run(out, deadletter, progress)
         while summary is None:  # the file was out of order: again, sorted
@@ -398,6 +406,7 @@ class _Passes:
         self.source = f"file:{events.name}"
         self.holdings: Path | None = None
         self.checks: Checks | None = None
+        self.cases: Cases | None = None
 
     def run(
         self, out: IO[bytes], deadletter: IO[bytes] | None, progress: Progress | None
@@ -408,6 +417,9 @@ class _Passes:
             if self.holdings is not None:
                 load_holdings(self.holdings, run.screening, self.pseudonymizer, run.summary, dead)
             run.checks = self.checks
+            run.cases = self.cases
+            if self.cases is not None:
+                self.cases.clear()  # a second pass starts the cases again
             if self.checks is not None:
                 self.checks.start()
             total = _message(self.receive)  # lines to come
@@ -437,6 +449,7 @@ class _Run:
         self.summary = ReplaySummary()
         self.screening = Screening(engine)
         self.checks: Checks | None = None
+        self.cases: Cases | None = None
         for line in entries:
             _watch_line(line, watchlist, self.screening, pseudonymizer, self.summary, dead)
 
@@ -470,7 +483,10 @@ class _Run:
                     self.checks.answer_before(_key_of(event), screening, summary)
                 for alert in screening.screen(event):
                     summary.alerts[alert.rule_id] += 1
-                    out.write(encode_alert(alert) + b"\n")
+                    line = encode_alert(alert)
+                    out.write(line + b"\n")
+                    if self.cases is not None:
+                        self.cases.add(orjson.loads(line), screening.links(alert, event))
             if progress is not None:
                 progress.advance(len(body))
 

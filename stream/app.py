@@ -7,6 +7,9 @@
                                                                 police.alerts ◄──┴──────────┤
                                    duanka.agent-signals (partition by agent_id) ◄───────────┘
                                      └► agent stage ► police.alerts
+    every stage's alerts, with what they link by ┐
+    police.dispositions (via the input reader)   ┴► duanka.case-links (1 partition) ► case stage
+                                      ► police.cases; punishments ► duanka.identity-events
 
 Internal topics carry envelopes (stream/envelope.py): many items for one
 partition and the sender's marks, by which each stage merges what it
@@ -56,7 +59,7 @@ from stream.outage import OutageLog
 from stream.outbox import Timing
 from stream.reader import InputReader
 from stream.sender import Sender
-from stream.stages import AgentStage, IdentityStage, OutletStage, Stage
+from stream.stages import AgentStage, CaseStage, IdentityStage, OutletStage, Stage
 from stream.topics import CASE_PARTITIONS, CASE_TABLE, TABLES
 
 log = logging.getLogger("duanka.worker")
@@ -120,6 +123,7 @@ class Wiring:
         self.identity_topic = self.app.topic(topics.identity_events, acks=False, **RAW)
         self.outlet_topic = self.app.topic(topics.outlet_events, acks=False, **RAW)
         self.agent_topic = self.app.topic(topics.agent_signals, acks=False, **RAW)
+        self.case_topic = self.app.topic(topics.case_links, acks=False, **RAW)
         # bytes keys and values: faust then stores them as they are (raw)
         tables: dict[str, Any] = {
             "key_type": bytes,
@@ -205,8 +209,13 @@ class Wiring:
     def probe(self, reader: InputReader) -> WorkerProbe:
         """The timer task behind the lag and state-size metrics."""
         topics = self.settings.topics
-        consumed = [topics.identity_events, topics.outlet_events, topics.agent_signals]
-        tables = [self.identities, self.outlets, self.agents]
+        consumed = [
+            topics.identity_events,
+            topics.outlet_events,
+            topics.agent_signals,
+            topics.case_links,
+        ]
+        tables = [self.identities, self.outlets, self.agents, self.cases]
         return WorkerProbe(self.app, self.metrics, consumed, tables, reader.lag)
 
 
@@ -291,11 +300,14 @@ def create_app(
     identities = IdentityStage(wiring, origins)
     outlets = OutletStage(wiring, events)
     agents = AgentStage(wiring)
-    stages: list[Stage[Any]] = [identities, outlets, agents]
+    cases = CaseStage(wiring)
+    stages: list[Stage[Any]] = [identities, outlets, agents, cases]
     app.agent(wiring.identity_topic, name="screen-identity")(identities.run)
     app.agent(wiring.outlet_topic, name="screen-outlet")(outlets.run)
     app.agent(wiring.agent_topic, name="screen-agent")(agents.run)
+    app.agent(wiring.case_topic, name="keep-cases")(cases.run)
     app.timer(settings.worker.tick_ms / 1000)(identities.tick)
+    app.timer(1.0)(cases.tick)
     for stage in stages:
         app.timer(settings.worker.commit_ms / 4000)(stage.flush_if_due)
     reader = InputReader(wiring)

@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 S = TypeVar("S")
 
-Row = tuple[bytes, bytes]  # a key and its encoded state
+Row = tuple[bytes, bytes | None]  # a key and its encoded state (None: the key is deleted)
 
 
 class PartitionStore(Protocol):
@@ -35,7 +35,7 @@ class StateCache(Generic[S]):
         self,
         store: PartitionStore,
         decode: Callable[[bytes], S],
-        encode: Callable[[S], bytes],
+        encode: Callable[[S], bytes | None],
         new: Callable[[], S],
         limit: int = 10_000,
     ) -> None:
@@ -51,10 +51,10 @@ class StateCache(Generic[S]):
 
     def get(self, key: bytes) -> S:
         """The subject's state (new and empty if it has none yet)."""
-        state = self.entries.get(key)
-        if state is not None:
-            self.entries.move_to_end(key)
-            return state
+        entries = self.entries
+        if key in entries:
+            entries.move_to_end(key)
+            return entries[key]
         raw = self.store.get(key)
         if raw is None:
             state = self.new()
@@ -63,6 +63,12 @@ class StateCache(Generic[S]):
             state = self.decode(raw)
         self.entries[key] = state
         return state
+
+    def put(self, key: bytes, state: S) -> None:
+        """Replace a subject's state (an `encode` that gives None for it deletes the key)."""
+        self.entries[key] = state
+        self.entries.move_to_end(key)
+        self.changed(key)
 
     def changed(self, key: bytes) -> None:
         """The state `get` returned for `key` was changed: the next flush writes it."""

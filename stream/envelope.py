@@ -34,7 +34,7 @@ from rules.state import watch_row as _watch_row
 from stream.ordering import FIRST, Key, Mark
 
 ENVELOPE_SCHEMA = "duanka.envelope/1"
-KINDS = ("identity", "outlet", "agent")
+KINDS = ("identity", "outlet", "agent", "case")
 
 
 def event_order(event: PseudonymousEvent) -> Key:
@@ -101,7 +101,52 @@ class SignalItem:
     arrived: float | None = None
 
 
-Item = EventItem | WatchItem | HoldingItem | SignalItem
+@dataclass(slots=True)
+class PunishItem:
+    """A punishment from the police's verdict on an alert (None: lifted), for one identity.
+
+    Like a watchlist change it sorts before every event and applies from the
+    moment it is read.
+    """
+
+    origin: str
+    subject_key: str
+    alert_id: str
+    entry: WatchEntry | None
+
+    key = FIRST
+    seq = 0
+
+
+@dataclass(slots=True)
+class CaseItem:
+    """An alert, as the contract writes it, and what its events name (rules/cases.py)."""
+
+    origin: str
+    alert: dict[str, Any]
+    links: list[list[str]]
+
+    key = FIRST
+    seq = 0
+
+
+@dataclass(slots=True)
+class VerdictItem:
+    """A police verdict that passed validation, without its free-text note.
+
+    `at` is where it was read ("topic/partition/offset"), for the dead letter
+    if its alert never comes.
+    """
+
+    origin: str
+    at: str
+    disposition: dict[str, Any]
+
+    key = FIRST
+    seq = 0
+
+
+Item = EventItem | WatchItem | HoldingItem | SignalItem | PunishItem | CaseItem | VerdictItem
 
 
 @dataclass(slots=True)
@@ -144,6 +189,12 @@ def _item_row(item: Item, origin: int) -> list[Any]:
         return ["w", origin, item.subject_key, _watch_row(item.entry)]
     if isinstance(item, HoldingItem):
         return ["h", origin, item.subject_key, snapshot_row(item.snapshot)]
+    if isinstance(item, PunishItem):
+        return ["p", origin, item.subject_key, item.alert_id, _watch_row(item.entry)]
+    if isinstance(item, CaseItem):
+        return ["c", origin, item.alert, item.links]
+    if isinstance(item, VerdictItem):
+        return ["v", origin, item.at, item.disposition]
     return ["s", origin, *_key_row(item.key), item.seq, signal_row(item.signal), item.arrived]
 
 
@@ -182,6 +233,12 @@ def _item(row: list[Any], origins: list[str]) -> Item:
         return WatchItem(origin, row[2], _watch_from_row(row[3]))
     if tag == "h" and len(row) == 4 and type(row[2]) is str:
         return HoldingItem(origin, row[2], snapshot_from_row(row[3]))
+    if tag == "p" and len(row) == 5 and type(row[2]) is str and type(row[3]) is str:
+        return PunishItem(origin, row[2], row[3], _watch_from_row(row[4]))
+    if tag == "c" and len(row) == 4 and type(row[2]) is dict and type(row[3]) is list:
+        return CaseItem(origin, row[2], row[3])
+    if tag == "v" and len(row) == 4 and type(row[2]) is str and type(row[3]) is dict:
+        return VerdictItem(origin, row[2], row[3])
     if tag == "s" and len(row) == 8 and type(row[5]) is int:
         return SignalItem(origin, _key(row[2:5]), row[5], signal_from_row(row[6]), _arrived(row[7]))
     raise ValueError("item")

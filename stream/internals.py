@@ -63,7 +63,10 @@ class TablePartition:
         """Write `rows` and the changelog offset they reach, as one batch."""
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in rows:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         batch.put(self.store.offset_key, str(changelog_offset).encode())
         self.db.write(batch)
 

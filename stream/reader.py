@@ -7,14 +7,15 @@ is validated and pseudonymised (a bad one goes to the dead-letter topic with
 its reason), then routed: an event to its identity's partition of the
 identity topic and, if outlet rules screen it, to its outlet's partition of
 the outlet topic; a watchlist change or holdings snapshot to its identity's
-partition.
+partition; a police verdict, without its free-text note, to the cases.
 
 Nothing is reordered here. Each input partition is an *origin*: the reader
 sends, with the envelopes, how far it has read each one (its mark: the last
 key, and the next offset to read), and the stages merge the origins back
 into event-time order. Watchlist and holdings partitions are origins too,
 whose items all sort first: until they are read to their end, no event goes
-ahead of an entry or a snapshot that could concern it.
+ahead of an entry or a snapshot that could concern it. Verdicts are not: the
+cases take them in the order they come.
 
 Offsets are committed once Kafka has every envelope and dead letter made
 from the records before them.
@@ -32,13 +33,23 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from rules.cases import verdict_row
 from rules.deadletter import encode_dead_letter
+from rules.disposition import parse_disposition
 from rules.errors import InvalidEvent, InvalidRecord
 from rules.event import EARLIEST_TIME, parse_event, pseudonymise
 from rules.holdings import KEY_SEPARATOR, Snapshot, parse_holding
 from rules.replay import LATE, sort_key
 from rules.watchlist import is_long, parse_watch, watch_identity
-from stream.envelope import EventItem, HoldingItem, WatchItem
+from stream.envelope import (
+    Envelope,
+    EventItem,
+    HoldingItem,
+    Item,
+    VerdictItem,
+    WatchItem,
+    encode_envelope,
+)
 from stream.ordering import FIRST, Mark
 from stream.outbox import Outbox
 from stream.partitioner import cached_partition_of, partitions_of
@@ -73,6 +84,7 @@ class InputReader:
         self.peeking: dict[TopicPartition, int] = {}
         self.uncommitted: set[TopicPartition] = set()
         self.dead: list[tuple[bytes | None, bytes]] = []  # dead letters to send
+        self.verdicts: list[Item] = []  # for the cases
         self.pending_since: float | None = None
         self.sent_offsets: dict[TopicPartition, int] = {}  # sent, not yet committed
         self.committed_at = 0.0
@@ -102,7 +114,8 @@ class InputReader:
     async def run(self) -> None:
         """Read until cancelled."""
         consumer = self.consumer = self.make_consumer()
-        inputs = [*self.topics.inputs, self.topics.watchlist, self.topics.holdings]
+        topics = self.topics
+        inputs = [*topics.inputs, topics.watchlist, topics.holdings, topics.dispositions]
         consumer.subscribe(inputs, listener=Rebalance(self))
         await consumer.start()
         try:
@@ -129,7 +142,7 @@ class InputReader:
 
     def take(
         self, tp: TopicPartition, record: Any, now: float, arrived: float
-    ) -> EventItem | WatchItem | HoldingItem | None:
+    ) -> EventItem | WatchItem | HoldingItem | VerdictItem | None:
         """The item a record makes (None once it is dead-lettered); moves the partition's mark."""
         origin = origin_of(tp)
         if tp in self.peeking and self.peek(tp, record):
@@ -139,12 +152,14 @@ class InputReader:
         if self.pending_since is None:
             self.pending_since = now
         mark = self.marks.get(origin, Mark(FIRST))
-        item: EventItem | WatchItem | HoldingItem
+        item: EventItem | WatchItem | HoldingItem | VerdictItem
         try:
             if tp.topic == self.topics.watchlist:
                 item = self.watch_item(origin, record)
             elif tp.topic == self.topics.holdings:
                 item = self.holding_item(origin, record)
+            elif tp.topic == self.topics.dispositions:
+                item = self.verdict_item(origin, record)
             else:
                 item = self.event_item(origin, record, arrived)
         except InvalidRecord as error:
@@ -234,12 +249,20 @@ class InputReader:
         self.w.metrics.holdings_updates.labels("removed" if record.value is None else "set").inc()
         return item
 
-    def route(self, items: list[EventItem | WatchItem | HoldingItem | None]) -> None:
+    def verdict_item(self, origin: str, record: Any) -> VerdictItem:
+        """A police verdict, for the cases: validated here, its free-text note left behind."""
+        disposition = parse_disposition(record.value)
+        at = f"{record.topic}/{record.partition}/{record.offset}"
+        return VerdictItem(origin, at, verdict_row(disposition))
+
+    def route(self, items: list[EventItem | WatchItem | HoldingItem | VerdictItem | None]) -> None:
         """Each item to its identity's partition and, for what outlet rules screen, its outlet's."""
         engine, partitions = self.w.engine, self.w.partitions
         to_identity: list[EventItem | WatchItem | HoldingItem] = []
         for item in items:
-            if isinstance(item, WatchItem | HoldingItem):
+            if isinstance(item, VerdictItem):
+                self.verdicts.append(item)
+            elif isinstance(item, WatchItem | HoldingItem):
                 to_identity.append(item)
             elif item is not None:
                 event = item.event
@@ -295,6 +318,10 @@ class InputReader:
             sender, topics = self.w.sender, self.topics
             dead, self.dead = self.dead, []
             futures = [await sender.send(topics.deadletter, value, key=key) for key, value in dead]
+            verdicts, self.verdicts = self.verdicts, []
+            if verdicts:
+                value = encode_envelope(Envelope("case", verdicts))
+                futures.append(await sender.send(topics.case_links, value, partition=0))
             marks = dict(self.marks)
             for box, topic in (
                 (self.identity_box, topics.identity_events),
@@ -331,7 +358,9 @@ class InputReader:
 
     def pending(self) -> str:
         """What a stop now would leave undone (read again at the next start), in a few words."""
-        waiting = len(self.identity_box) + len(self.outlet_box) + len(self.dead)
+        waiting = (
+            len(self.identity_box) + len(self.outlet_box) + len(self.dead) + len(self.verdicts)
+        )
         uncommitted = len(self.uncommitted | self.sent_offsets.keys())
         return (
             f"input reader: {waiting} items not sent, "
@@ -355,7 +384,7 @@ class InputReader:
         """Resume each event partition one record early, to learn the key it had got to."""
         self.assigned = set(assigned)
         for tp in assigned:
-            if tp.topic in (self.topics.watchlist, self.topics.holdings):
+            if tp.topic in (self.topics.watchlist, self.topics.holdings, self.topics.dispositions):
                 continue
             committed = await consumer.committed(tp)
             if committed:

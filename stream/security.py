@@ -177,7 +177,12 @@ def acl_set(settings: Settings, parties: Parties | None = None) -> list[ACL]:
     ]
     acls += [_acl(user, WRITE, TOPIC, topics.watchlist) for user in parties.watchlist]
     for user in parties.police:
-        acls += [_acl(user, READ, TOPIC, topics.alerts), _acl(user, READ, GROUP, user, True)]
+        acls += [
+            _acl(user, READ, TOPIC, topics.alerts),
+            _acl(user, READ, TOPIC, topics.cases),
+            _acl(user, WRITE, TOPIC, topics.dispositions),
+            _acl(user, READ, GROUP, user, True),
+        ]
     for user in parties.worker:
         acls += _worker_acls(user, settings)
     return acls
@@ -186,9 +191,10 @@ def acl_set(settings: Settings, parties: Parties | None = None) -> list[ACL]:
 def _worker_acls(user: str, settings: Settings) -> list[ACL]:
     """The worker reads the inputs, writes alerts, decisions and dead letters, owns its topics.
 
-    The inputs are the events, the watchlist and the holdings snapshots; the
-    decisions are the check's audit trail. It also reads the alert and
-    decision topics (the police console, with no group), and it creates the
+    The inputs are the events, the watchlist, the holdings snapshots and the
+    police's verdicts; the decisions are the check's audit trail. It also
+    reads the alert, decision and case topics (the police console, with no
+    group), writes the verdicts analysts give in the console, and creates the
     changelog and other topics Faust names after the app id.
     """
     topics = settings.topics
@@ -197,13 +203,18 @@ def _worker_acls(user: str, settings: Settings) -> list[ACL]:
     acls = [_acl(user, READ, TOPIC, name) for name in inputs]
     acls += [
         _acl(user, op, TOPIC, name)
-        for name in (topics.alerts, topics.decisions)
+        for name in (topics.alerts, topics.decisions, topics.cases, topics.dispositions)
         for op in (READ, WRITE)
     ]
     acls.append(_acl(user, WRITE, TOPIC, topics.deadletter))
     own = [(app_id, True)] + [
         (name, False)
-        for name in (topics.identity_events, topics.outlet_events, topics.agent_signals)
+        for name in (
+            topics.identity_events,
+            topics.outlet_events,
+            topics.agent_signals,
+            topics.case_links,
+        )
         if not name.startswith(app_id)
     ]
     for name, prefixed in own:

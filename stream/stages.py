@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import orjson
 from faust.types import TP, StreamT
 
 from rules.alert import Alert, encode_alert
+from rules.cases import Cases, LinkRow, Outcome, agent_links, identity_links, outlet_links
+from rules.deadletter import encode_dead_letter
 from rules.errors import InvalidRecord
 from rules.state import (
     AgentState,
@@ -38,12 +41,17 @@ from rules.state import (
 )
 from stream.cache import StateCache
 from stream.envelope import (
+    CaseItem,
+    Envelope,
     EventItem,
     HoldingItem,
     Item,
+    PunishItem,
     SignalItem,
+    VerdictItem,
     WatchItem,
     decode_envelope,
+    encode_envelope,
     event_order,
 )
 from stream.flush import Part, checkpoint, flush
@@ -75,7 +83,7 @@ class Stage(Generic[S]):
         topic: str,
         table: Any,
         origins: frozenset[str],
-        codec: tuple[Callable[[bytes], S], Callable[[S], bytes], Callable[[], S]],
+        codec: tuple[Callable[[bytes], S], Callable[[S], bytes | None], Callable[[], S]],
     ) -> None:
         self.w = wiring
         self.topic = topic
@@ -170,16 +178,24 @@ class Stage(Generic[S]):
     async def after_screening(self) -> None:
         """What a stage sends on once a screening is done (the identity stage: signals)."""
 
-    async def emit(self, alerts: list[Alert], arrived: float | None) -> None:
-        """Send alerts; the next flush waits until Kafka has them."""
+    async def emit(
+        self, alerts: list[Alert], arrived: float | None, links: Callable[[Alert], list[LinkRow]]
+    ) -> None:
+        """Send alerts, and each with what it links by to the cases; the next flush waits."""
+        if not alerts:
+            return
+        topics = self.w.settings.topics
+        items: list[Item] = []
         for alert in alerts:
             self.w.metrics.alerts.labels(alert.rule_id, alert.severity).inc()
-            future = await self.w.sender.send(
-                self.w.settings.topics.alerts, encode_alert(alert), key=alert.subject.key.encode()
-            )
+            value = encode_alert(alert)
+            future = await self.w.sender.send(topics.alerts, value, key=alert.subject.key.encode())
             if arrived is not None:
                 future.add_done_callback(self.w.metrics.on_delivered(alert.rule_id, arrived))
             self.sends.append(future)
+            items.append(CaseItem(self.kind, orjson.loads(value), links(alert)))
+        envelope = encode_envelope(Envelope("case", items))
+        self.sends.append(await self.w.sender.send(topics.case_links, envelope, partition=0))
 
     # ---------------------------------------------------------------- commit path
 
@@ -312,6 +328,11 @@ class IdentityStage(Stage[IdentityState]):
             engine.hold(part.cache.get(key), item.snapshot)
             part.cache.changed(key)
             return
+        if isinstance(item, PunishItem):
+            key = item.subject_key.encode()
+            engine.punish(part.cache.get(key), item.alert_id, item.entry)
+            part.cache.changed(key)
+            return
         assert isinstance(item, EventItem)
         event = item.event
         key = event.subject_key.encode()
@@ -319,7 +340,8 @@ class IdentityStage(Stage[IdentityState]):
         if not decision.applied:
             return
         part.cache.changed(key)
-        await self.emit(decision.alerts, item.arrived)
+        links = identity_links(event)
+        await self.emit(decision.alerts, item.arrived, lambda alert: links)
         order = event_order(event)
         origin = _origin(self.topic, part.partition)
         for seq, signal in enumerate(engine.agent_signals(event, decision.alerts)):
@@ -355,10 +377,11 @@ class OutletStage(Stage[OutletState]):
     async def screen(self, part: Part[OutletState], item: Item) -> None:
         assert isinstance(item, EventItem)
         key = item.event.outlet_id.encode()
-        decision = self.w.engine.screen_outlet(part.cache.get(key), item.event)
+        state = part.cache.get(key)
+        decision = self.w.engine.screen_outlet(state, item.event)
         if decision.applied:
             part.cache.changed(key)
-            await self.emit(decision.alerts, item.arrived)
+            await self.emit(decision.alerts, item.arrived, lambda alert: outlet_links(alert, state))
 
 
 class AgentStage(Stage[AgentState]):
@@ -380,7 +403,135 @@ class AgentStage(Stage[AgentState]):
     async def screen(self, part: Part[AgentState], item: Item) -> None:
         assert isinstance(item, SignalItem)
         key = item.signal.agent_id.encode()
-        decision = self.w.engine.screen_agent(part.cache.get(key), item.signal)
+        state = part.cache.get(key)
+        decision = self.w.engine.screen_agent(state, item.signal)
         if decision.applied:
             part.cache.changed(key)
-            await self.emit(decision.alerts, item.arrived)
+            await self.emit(decision.alerts, item.arrived, lambda alert: agent_links(alert, state))
+
+
+class CaseStore:
+    """The case table's partition as rules/cases.py's `CaseStore`: str keys, JSON values."""
+
+    def __init__(self, cache: StateCache[Any]) -> None:
+        self.cache = cache
+
+    def get(self, key: str) -> Any:
+        return self.cache.get(key.encode())
+
+    def put(self, key: str, value: Any) -> None:
+        self.cache.put(key.encode(), value)
+
+
+def _decode_case_row(raw: bytes) -> Any:
+    return orjson.loads(raw)
+
+
+def _encode_case_row(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def _no_case_row() -> Any:
+    return None
+
+
+class CaseStage(Stage[Any]):
+    """Cases (rules/cases.py) from every stage's alerts, and the police's verdicts on them.
+
+    One partition: an alert may link to any other. Each changed case goes to
+    the cases topic as its `duanka.case/1` document, keyed by case id; a
+    punishing verdict goes to its identity's partition as a `PunishItem`.
+    """
+
+    kind = "case"
+
+    def __init__(self, wiring: Wiring) -> None:
+        super().__init__(
+            wiring,
+            wiring.settings.topics.case_links,
+            wiring.cases,
+            frozenset(),
+            (_decode_case_row, _encode_case_row, _no_case_row),
+        )
+        self.changed: set[str] = set()
+        self.punishments: dict[int, list[Item]] = {}  # identity partition -> items to send
+
+    def cases(self, part: Part[Any]) -> Cases:
+        return Cases(self.w.settings.cases, CaseStore(part.cache))
+
+    async def screen(self, part: Part[Any], item: Item) -> None:
+        cases = self.cases(part)
+        if isinstance(item, CaseItem):
+            added = cases.add(item.alert, item.links)
+            self.changed |= added.changed
+            for outcome in added.verdicts:
+                await self.verdict(outcome, None)
+        elif isinstance(item, VerdictItem):
+            row = dict(item.disposition)
+            alert_id = str(row.pop("alert_id"))
+            row["read"] = item.at  # where it came from, for its dead letter
+            outcome = cases.dispose_row(alert_id, row, time.time())
+            if outcome.status != "pending":
+                self.changed.add(cases.case_of(alert_id))
+            await self.verdict(outcome, row)
+
+    async def verdict(self, outcome: Outcome, row: dict[str, Any] | None) -> None:
+        """Count a verdict; send its punishment on, or dead-letter it with the reason."""
+        self.w.metrics.dispositions.labels(outcome.status).inc()
+        if outcome.status == "invalid":
+            await self.dead_letter(outcome.alert_id, outcome.reason, row or {})
+        elif outcome.punish is not None:
+            subject_key, alert_id, entry = outcome.punish
+            target = cached_partition_of(subject_key.encode(), self.w.partitions)
+            item = PunishItem(self.kind, subject_key, alert_id, entry)
+            self.punishments.setdefault(target, []).append(item)
+
+    async def dead_letter(self, alert_id: str, reason: str, row: dict[str, Any]) -> None:
+        """A verdict the cases cannot use, as it was read (less its note), with the reason."""
+        topic, partition, offset = "", -1, -1
+        read = row.get("read")
+        if isinstance(read, str) and read.count("/") >= 2:
+            topic, where, at = read.rsplit("/", 2)
+            partition, offset = int(where), int(at)
+        value = {"alert_id": alert_id} | {k: v for k, v in row.items() if k != "read"}
+        error = InvalidRecord("alert_id", reason)
+        self.w.metrics.reject(self.w.settings.topics.dispositions, "alert_id")
+        log.warning("dead-lettered a verdict: %s (topic %s offset %d)", reason, topic, offset)
+        dead = encode_dead_letter(topic, partition, offset, error, orjson.dumps(value))
+        topics = self.w.settings.topics
+        key = alert_id.encode()
+        self.sends.append(await self.w.sender.send(topics.deadletter, dead, key=key))
+
+    async def after_screening(self) -> None:
+        """Send the changed cases' documents, and punishments due to the identity stage."""
+        topics = self.w.settings.topics
+        for part, _ in self.parts.values():
+            cases = self.cases(part)
+            for case_id in sorted(self.changed):
+                document = orjson.dumps(cases.document(case_id))
+                self.sends.append(
+                    await self.w.sender.send(topics.cases, document, key=case_id.encode())
+                )
+            self.changed = set()
+        punishments, self.punishments = self.punishments, {}
+        for partition, items in sorted(punishments.items()):
+            value = encode_envelope(Envelope("identity", items))
+            self.sends.append(
+                await self.w.sender.send(topics.identity_events, value, partition=partition)
+            )
+
+    async def tick(self) -> None:
+        """An app timer's task: verdicts whose alert never came, the precision gauges."""
+        async with self.screening:
+            now = time.time()
+            for part, _ in list(self.parts.values()):
+                cases = self.cases(part)
+                grace = self.w.settings.cases.unknown_grace
+                for alert_id, row in cases.expire(now):
+                    self.w.metrics.dispositions.labels("unknown_alert").inc()
+                    reason = f"unknown alert_id (no such alert within {grace})"
+                    await self.dead_letter(alert_id, reason, row)
+                for rule, counts in cases.verdict_counts().items():
+                    for status, n in counts.items():
+                        self.w.metrics.verdicts.labels(rule, status).set(n)
+            await self.after_screening()

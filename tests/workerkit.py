@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import html
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +43,12 @@ TOPIC_NAMES = (
     "deadletter",
     "holdings",
     "decisions",
+    "dispositions",
+    "cases",
     "identity_events",
     "outlet_events",
     "agent_signals",
+    "case_links",
 )
 
 
@@ -63,6 +71,8 @@ class WorkerRun:
     # waits (up to 5 s) until the worker has read the envelopes on their way to
     # its identity's stage: with the default 50 ms it may answer stale first
     check: dict[str, Any] = field(default_factory=lambda: {"max_wait_ms": 5000})
+    # the config's cases section: a verdict on an unknown alert is dead-lettered in seconds
+    cases: dict[str, Any] = field(default_factory=lambda: {"unknown_grace": "3s"})
 
     def __post_init__(self) -> None:
         self.topics = {name: f"{name}-{self.run}" for name in TOPIC_NAMES}
@@ -83,6 +93,8 @@ class WorkerRun:
                         **self.worker,
                     },
                     "check": self.check,
+                    "console": {"users_file": str(self.users_file)},
+                    "cases": self.cases,
                 }
             )
         )
@@ -92,6 +104,11 @@ class WorkerRun:
     @property
     def log(self) -> Path:
         return self.root / "worker.log"
+
+    @property
+    def users_file(self) -> Path:
+        """The console's users: `self.duanka("users", "add", ...)` writes them here."""
+        return self.root / "console-users.json"
 
     @property
     def app_id(self) -> str:
@@ -329,3 +346,19 @@ def by_alert_id(values: list[bytes]) -> dict[str, dict[str, Any]]:
         previous = alerts.setdefault(alert["alert_id"], alert)
         assert previous == alert, f"two different alerts share an id: {previous} / {alert}"
     return alerts
+
+
+def console_opener(run: WorkerRun, user: str, password: str) -> urllib.request.OpenerDirector:
+    """A urllib opener signed in to `run`'s police console as `user`, keeping its cookies.
+
+    The user must be in `run.users_file`; a wrong password raises HTTPError 401.
+    """
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    login = f"http://127.0.0.1:{run.web_port}/console/login"
+    with opener.open(login, timeout=10) as response:
+        token = re.search(r'name="csrf" value="([^"]+)"', response.read().decode())
+    assert token is not None, "the sign-in form has no csrf field"
+    fields = {"user": user, "password": password, "csrf": html.unescape(token[1])}
+    with opener.open(login, data=urllib.parse.urlencode(fields).encode(), timeout=10):
+        pass  # 303 to the console, which urllib follows with the session's cookie
+    return opener

@@ -291,18 +291,20 @@ async def test_flush_order_alerts_then_changelog_then_store_then_commit() -> Non
     def log() -> list[str]:  # without the marks the identity stage sends the agent stage
         return [line for line in wiring.log if "agent-signals" not in line]
 
-    assert log() == ["send police.alerts"]
+    sent = ["send police.alerts", "send duanka.case-links"]  # the alert, and it for the cases
+    assert log() == sent
     flushing = asyncio.create_task(stage.flush())
     await asyncio.sleep(0.01)
-    assert log() == ["send police.alerts"]  # waits for Kafka to have the alert
+    assert log() == sent  # waits for Kafka to have the alert
     wiring.sender.deliver()
     await asyncio.sleep(0.01)
     assert log()[-1] == "rows identity-state-changelog"
     assert wiring.next_read() == 0
     wiring.sender.deliver()
     await flushing
-    assert log()[1:] == [
+    assert log()[2:] == [
         "acked police.alerts",
+        "acked duanka.case-links",
         "rows identity-state-changelog",
         "acked identity-state-changelog",
         "write identity-state",

@@ -153,12 +153,20 @@ def test_alerts_further_apart_than_the_window_are_not_linked_unless_chained() ->
 
 
 def test_link_by_leaves_out_what_is_not_listed() -> None:
-    items = [
-        (alert(1), person(1, outlet="busy")),
-        (alert(2, day=1), person(2, outlet="busy")),
-    ]
+    items = [(alert(1), person(1, device="d")), (alert(2, day=1), person(2, device="d"))]
     assert len(documents(cases_of(items))) == 1
-    assert len(documents(cases_of(items, link_by=("identity", "device")))) == 2
+    assert len(documents(cases_of(items, link_by=("identity", "contact")))) == 1 + 1
+
+
+def test_two_alerts_at_one_outlet_are_not_linked_by_it_alone() -> None:
+    items = [
+        (alert(1), person(1, outlet="busy", agent="clerk")),
+        (alert(2, day=1), person(2, outlet="busy", agent="clerk")),
+    ]
+    assert len(documents(cases_of(items))) == 2
+    about = alert(3, day=2, rule="outlet_nonlocal_surge", kind="outlet", key="busy")
+    joined = documents(cases_of([*items, (about, [["", "outlet", "busy", "busy"]])]))
+    assert [d["alert_count"] for d in joined.values()] == [3]
 
 
 def test_an_alert_taken_twice_changes_nothing() -> None:
@@ -173,7 +181,7 @@ def test_old_token_entries_are_pruned() -> None:
     cases = Cases(CaseSettings(window="1d"), DictStore())
     cases.add(alert(1, day=0), person(1, device="d"))
     cases.add(alert(2, day=10), person(2, device="d"))
-    assert cases.store.get("tdevice\x1fd") == [[(T0 + timedelta(days=10)).timestamp(), aid(2)]]
+    assert cases.store.get("tdevice\x1fd") == [[(T0 + timedelta(days=10)).timestamp(), aid(2), 0]]
 
 
 def verdict(n: int, status: str, punish: bool = False) -> Disposition:
@@ -224,7 +232,7 @@ def test_a_verdict_waits_for_its_alert_then_expires() -> None:
     assert [o.status for o in added.verdicts] == ["applied"]
     assert added.verdicts[0].punish is not None
     assert cases.expire(now=159) == []
-    assert cases.expire(now=160) == [aid(5)]
+    assert [alert_id for alert_id, _ in cases.expire(now=160)] == [aid(5)]
     assert cases.store.get("p") is None
 
 

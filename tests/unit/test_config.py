@@ -110,6 +110,7 @@ def test_topic_names_cover_every_topic() -> None:
         "holdings": "screening.holdings",
         "decisions": "screening.decisions",
         "dispositions": "police.dispositions",
+        "cases": "police.cases",
         "identity_events": "duanka.identity-events",
         "outlet_events": "duanka.outlet-events",
         "agent_signals": "duanka.agent-signals",
