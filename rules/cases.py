@@ -412,13 +412,17 @@ def case_document(record: Mapping[str, Any], alerts: list[Any]) -> dict[str, Any
     entities: dict[str, dict[str, Any]] = {}
     links: dict[tuple[str, str], dict[str, Any]] = {}
     rules: dict[str, int] = {}
+    by_rule: dict[str, dict[str, int]] = {}
     listed: list[dict[str, Any]] = []
     for entry in alerts:
         alert = entry["alert"]
         alert_id = alert["alert_id"]
         rules[alert["rule_id"]] = rules.get(alert["rule_id"], 0) + 1
+        verdict = entry["verdict"]
+        if verdict is not None:
+            counts = by_rule.setdefault(alert["rule_id"], dict.fromkeys(STATUSES, 0))
+            counts[verdict["status"]] += 1
         if len(listed) < LISTED_ALERTS:
-            verdict = entry["verdict"]
             listed.append(
                 {
                     "alert_id": alert_id,
@@ -434,37 +438,7 @@ def case_document(record: Mapping[str, Any], alerts: list[Any]) -> dict[str, Any
                     "verdict": None if verdict is None else verdict["status"],
                 }
             )
-        by_event: dict[str, list[LinkRow]] = {}
-        for row in entry["links"]:
-            event_id, attr, token, shown = row
-            node = f"{attr}:{token}"
-            found = entities.get(node)
-            if found is None:
-                found = entities[node] = {
-                    "id": node,
-                    "kind": attr,
-                    "token": token,
-                    "shown": shown,
-                    "alerts": [],
-                }
-            elif shown and not found["shown"]:
-                found["shown"] = shown
-            if alert_id not in found["alerts"]:
-                found["alerts"].append(alert_id)
-            if event_id:
-                by_event.setdefault(event_id, []).append(row)
-        for event_id, rows in by_event.items():
-            people = [f"identity:{r[2]}" for r in rows if r[1] == "identity"]
-            for person in people:
-                for r in rows:
-                    if r[1] == "identity":
-                        continue
-                    link = links.setdefault(
-                        (person, f"{r[1]}:{r[2]}"),
-                        {"source": person, "target": f"{r[1]}:{r[2]}", "attr": r[1], "events": []},
-                    )
-                    if event_id not in link["events"]:
-                        link["events"].append(event_id)
+        _add_to_graph(alert_id, entry["links"], entities, links)
     first_id = record["first"][1]
     return {
         "schema": CASE_SCHEMA,
@@ -476,6 +450,7 @@ def case_document(record: Mapping[str, Any], alerts: list[Any]) -> dict[str, Any
         "alert_count": len(record["alerts"]),
         "rules": dict(sorted(rules.items())),
         "verdicts": record["verdicts"],
+        "verdicts_by_rule": dict(sorted(by_rule.items())),
         "alerts": listed,
         "entities": sorted(
             ({**e, "alerts": sorted(e["alerts"])} for e in entities.values()),
@@ -483,3 +458,44 @@ def case_document(record: Mapping[str, Any], alerts: list[Any]) -> dict[str, Any
         ),
         "links": sorted(links.values(), key=lambda link: (link["source"], link["target"])),
     }
+
+
+def _add_to_graph(
+    alert_id: str,
+    rows: list[LinkRow],
+    entities: dict[str, dict[str, Any]],
+    links: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """An alert's link rows as entities, and each event's person linked to what it names."""
+    by_event: dict[str, list[LinkRow]] = {}
+    for row in rows:
+        event_id, attr, token, shown = row
+        node = f"{attr}:{token}"
+        found = entities.get(node)
+        if found is None:
+            found = entities[node] = {
+                "id": node,
+                "kind": attr,
+                "token": token,
+                "shown": shown,
+                "alerts": [],
+            }
+        elif shown and not found["shown"]:
+            found["shown"] = shown
+        if alert_id not in found["alerts"]:
+            found["alerts"].append(alert_id)
+        if event_id:
+            by_event.setdefault(event_id, []).append(row)
+    for event_id, named in by_event.items():
+        people = [f"identity:{r[2]}" for r in named if r[1] == "identity"]
+        for person in people:
+            for r in named:
+                if r[1] == "identity":
+                    continue
+                target = f"{r[1]}:{r[2]}"
+                link = links.setdefault(
+                    (person, target),
+                    {"source": person, "target": target, "attr": r[1], "events": []},
+                )
+                if event_id not in link["events"]:
+                    link["events"].append(event_id)

@@ -208,6 +208,9 @@ def test_a_confirmed_punishing_verdict_punishes_and_an_appeal_lifts_it() -> None
     assert (counts["confirmed"], counts["dismissed"]) == (0, 1)
     doc = cases.document(case_id_of(aid(1)))
     assert doc["verdicts"]["dismissed"] == 1
+    assert doc["verdicts_by_rule"] == {
+        "two_cards_combo": {"investigating": 0, "confirmed": 0, "dismissed": 1}
+    }
     assert "13912345678" not in repr(cases.store.data)  # type: ignore[attr-defined]
 
 
