@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ACLOperation, ACLResourcePatternType, ResourceType
 from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from strategies import make_event
-from workerkit import WorkerRun
+from workerkit import WorkerRun, console_opener
 
 from producers.produce import make_producer
 from rules.config import KafkaSecurity, Settings, load_settings
@@ -44,6 +43,8 @@ from stream.security import (
 )
 
 PASSWORDS = {user: f"{user}-{uuid.uuid4().hex}" for user in Parties.roles()}
+# who reads the console in the worker: a console user, not a Kafka one
+CONSOLE_VIEWER = ("duty-officer", f"console-{uuid.uuid4().hex}")
 PASSWORDS["duanka"] = PASSWORDS.pop("worker")
 KEYSTORE_PASSWORD = uuid.uuid4().hex
 WAIT_S = 120.0
@@ -214,6 +215,17 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                 stdin=password.encode(),
             )
         run.duanka("acls", "apply", env=admin_env)
+        name, password = CONSOLE_VIEWER
+        run.duanka(
+            "users",
+            "add",
+            name,
+            "--role",
+            "viewer",
+            "--password-stdin",
+            env=admin_env,
+            stdin=password.encode(),
+        )
         # the worker's login comes from the environment, not from its config file
         run.env["DUANKA_KAFKA_USERNAME"] = "duanka"
         run.env["DUANKA_KAFKA_PASSWORD"] = PASSWORDS["duanka"]
@@ -484,10 +496,10 @@ def test_a_carrier_with_a_client_certificate_and_kcat(secured: Secured) -> None:
 
 
 def _console(run: WorkerRun) -> dict[str, Any]:
-    """What the worker's police console answers ({} until it serves)."""
+    """What the worker's police console answers its viewer ({} until it serves)."""
     url = f"http://{broker.HOST}:{run.web_port}/console/alerts.json"
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with console_opener(run, *CONSOLE_VIEWER).open(url, timeout=5) as response:
             view: dict[str, Any] = orjson.loads(response.read())
             return view
     except OSError:

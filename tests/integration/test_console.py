@@ -8,6 +8,10 @@ record that is not an alert, put straight on the alert topic, change the list
 not at all but are counted. Decision records put on the decisions topic (as
 the worker audits its checks) show as checks per outcome and refusals per
 rule, each check once, without their subject.
+
+Every page needs a signed-in user: the test adds one with `duanka users add`
+to the worker's users file and signs in through the form first, as an
+analyst would; a wrong password gets the form again, and no console.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from workerkit import KEY, WorkerRun
+from workerkit import KEY, WorkerRun, console_opener
 
 from rules.alert import make_alert_id
 from rules.idnumber import check_digit
@@ -57,6 +61,8 @@ CHROMIUM_FLAGS = (
 WAIT_S = 60.0
 WORKER_START_S = 120.0
 STALE_RETRIES = 3  # the page replaces a counter's node when it re-renders
+ANALYST = "ana"
+PASSWORD = "correct horse battery"
 
 
 def valid_id(first17: str) -> str:
@@ -185,31 +191,54 @@ def producer(worker_run: WorkerRun) -> Iterator[KafkaProducer]:
         producer.close()
 
 
-def get(url: str) -> tuple[int, dict[str, str], bytes]:
+def get(
+    url: str, opener: urllib.request.OpenerDirector | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body; with `opener`, as the user it signed in."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with (opener or urllib.request.build_opener()).open(url, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
 
 
-def wait_until_reading(run: WorkerRun) -> None:
-    """Until the worker serves the console and its readers are on the alert and decision topics."""
+def add_analyst(run: WorkerRun) -> None:
+    """The analyst the test signs in as, in the worker's users file, as an operator adds one."""
+    stdin = f"{PASSWORD}\n".encode()
+    run.duanka("users", "add", ANALYST, "--role", "analyst", "--password-stdin", stdin=stdin)
+
+
+def wait_until_reading(run: WorkerRun) -> urllib.request.OpenerDirector:
+    """Until the worker serves the console and its readers are on the alert and decision topics.
+
+    What it returns is signed in as the analyst.
+    """
     url = f"http://127.0.0.1:{run.web_port}/console/alerts.json"
     deadline = time.monotonic() + WORKER_START_S
+    opener = None
     while time.monotonic() < deadline:
         run.check_alive()
         try:
-            status, _, body = get(url)
+            opener = opener or console_opener(run, ANALYST, PASSWORD)
+            status, _, body = get(url, opener)
             view = orjson.loads(body) if status == 200 else {}
             if view.get("status") == view.get("decisions", {}).get("status") == "reading":
-                return
+                return opener
         except OSError:
             pass
         time.sleep(0.5)
     raise AssertionError(
         f"the console did not start: {run.log.read_text(errors='replace')[-4000:]}"
     )
+
+
+def sign_in(driver: WebDriver, run: WorkerRun, password: str = PASSWORD) -> None:
+    """Open the console, which sends to the sign-in form, and fill it in."""
+    driver.get(f"http://127.0.0.1:{run.web_port}/console/")
+    WebDriverWait(driver, WAIT_S).until(lambda d: "/console/login" in d.current_url)
+    driver.find_element(By.ID, "user").send_keys(ANALYST)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()
 
 
 def cards(driver: WebDriver) -> list[Any]:
@@ -250,10 +279,12 @@ def text_of(driver: WebDriver, element_id: str) -> str:
 def test_console_shows_alerts_as_they_arrive(
     worker_run: WorkerRun, browser: WebDriver, producer: KafkaProducer, tmp_path: Path
 ) -> None:
+    add_analyst(worker_run)
     worker_run.start()
     wait_until_reading(worker_run)
-    browser.get(f"http://127.0.0.1:{worker_run.web_port}/console/")
+    sign_in(browser, worker_run)
     WebDriverWait(browser, WAIT_S).until(lambda d: text_of(d, "total") == "0")
+    assert text_of(browser, "me") == f"signed in as {ANALYST} (analyst) · sign out"
 
     expected: list[str] = []
     for case in CASES:
@@ -416,19 +447,49 @@ def assert_checks(driver: WebDriver, producer: KafkaProducer, run: WorkerRun) ->
     assert text_of(driver, "total") == "3"
 
 
-def test_console_pages_answer_with_their_policy(worker_run: WorkerRun) -> None:
+def test_a_wrong_password_shows_the_form_again_and_no_console(
+    worker_run: WorkerRun, browser: WebDriver
+) -> None:
+    add_analyst(worker_run)
     worker_run.start()
     wait_until_reading(worker_run)
+    sign_in(browser, worker_run, password=PASSWORD + "?")
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.ID, "message"))
+    assert text_of(browser, "message") == "unknown user or wrong password"
+    assert "/console/login" in browser.current_url
+    assert not browser.find_elements(By.ID, "alerts")
+    # then the right one, in the same form: the console
+    browser.find_element(By.ID, "user").send_keys(ANALYST)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "sign-in").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: text_of(d, "total") == "0")
+    # signing out ends the session: the console sends to the form again
+    browser.find_element(By.CSS_SELECTOR, "#logout button").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: "/console/login" in d.current_url)
+    browser.get(f"http://127.0.0.1:{worker_run.web_port}/console/")
+    WebDriverWait(browser, WAIT_S).until(lambda d: "/console/login" in d.current_url)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    # the one the page's policy could refuse or a script could raise: none; 401s are expected
+    assert [e for e in severe if " 401 " not in e["message"]] == []
+
+
+def test_console_pages_answer_with_their_policy(worker_run: WorkerRun) -> None:
+    add_analyst(worker_run)
+    worker_run.start()
+    opener = wait_until_reading(worker_run)
     base = f"http://127.0.0.1:{worker_run.web_port}/console/"
-    status, headers, body = get(base)
+    status, headers, _ = get(base + "alerts.json")
+    assert status == 401  # no session
+    status, headers, body = get(base, opener)
     assert status == 200
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'sha256-")
+    assert headers["X-Frame-Options"] == "DENY"
     assert "断卡预警台" in body.decode()
-    status, headers, body = get(base + "alerts.json?after=x")
+    status, headers, body = get(base + "alerts.json?after=x", opener)
     assert status == 400
     assert orjson.loads(body) == {"error": "after must be a whole number"}
-    status, _, body = get(base + "alerts.json?rule=sim_churn")
+    status, _, body = get(base + "alerts.json?rule=sim_churn", opener)
     view = orjson.loads(body)
     assert status == 200 and view["topic"] == worker_run.topics["alerts"]
     assert view["alerts"] == [] and view["total"] == 0
