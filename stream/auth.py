@@ -98,8 +98,6 @@ CONSOLE_HEADERS = {
 }
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORMS = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-_SESSION = "duanka.session"  # where a request keeps its session once looked up
-_NOT_LOOKED_UP = object()
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -594,6 +592,9 @@ async def add_console_headers(request: web.Request, response: web.StreamResponse
 
 # ---------------------------------------------------------------- the facade
 
+# where a request keeps its session once looked up: once per request, however many guards ask
+_SESSION: web.RequestKey[Session | None] = web.RequestKey("duanka_session", Session)
+
 
 class Auth:
     """Users, sessions and the throttle, and the console's pages that sign in and out."""
@@ -620,9 +621,8 @@ class Auth:
 
     def session(self, request: web.Request) -> Session | None:
         """The request's live session, if its cookie names one and its user's password stands."""
-        known = request.get(_SESSION, _NOT_LOOKED_UP)
-        if known is not _NOT_LOOKED_UP:
-            return known
+        if _SESSION in request:
+            return request[_SESSION]
         session = self._look_up(request.cookies.get(SESSION_COOKIE, ""))
         request[_SESSION] = session
         return session
