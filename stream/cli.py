@@ -487,6 +487,11 @@ def _add_replay(commands: Commands) -> None:
         type=Path,
         help="where the checks' decisions go (default: OUT.decisions.jsonl)",
     )
+    replay.add_argument(
+        "--cases",
+        type=Path,
+        help="where the cases the alerts form go (default: cases.jsonl beside OUT)",
+    )
     replay.add_argument("--deadletter", type=Path, help="rejected records, as JSON lines")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.add_argument(
@@ -514,6 +519,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         holdings=args.holdings,
         checks=args.checks,
         decisions=args.decisions,
+        cases=args.cases,
     )
 
 

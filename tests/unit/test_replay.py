@@ -12,10 +12,12 @@ from strategies import DROP, make_event
 
 from producers.inventory import holding_lines
 from producers.simulator import Simulator, iter_lines
-from rules.config import RuleSettings
+from rules.cases import Cases, DictStore
+from rules.config import CaseSettings, RuleSettings
 from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
 from rules.replay import Checks, index_lines, replay, replay_in_two, sort_key
+from stream.cli import main
 
 FIXED = datetime(2026, 6, 1, tzinfo=UTC)
 KEY = Pseudonymizer(b"replay-test")
@@ -250,3 +252,39 @@ def test_holdings_and_checks_in_event_time_order(tmp_path: Path) -> None:
         assert PERSON not in decisions.getvalue().decode()
         outputs.append(out.getvalue())
     assert outputs[0] == outputs[1]
+
+
+def test_replay_forms_the_same_cases_on_one_core_or_two_and_from_the_command(
+    tmp_path: Path,
+) -> None:
+    events, watch, held = world_files(tmp_path, shuffle=True)  # the simulator plants a ring
+    documents = []
+    for run_replay in (replay, replay_in_two):
+        cases = Cases(CaseSettings(), DictStore())
+        engine = Engine(RuleSettings(), clock=lambda: FIXED)
+        run_replay(events, engine, KEY, io.BytesIO(), None, watch, None, holdings=held, cases=cases)
+        documents.append(cases.documents())
+    assert documents[0] == documents[1]
+    # the ring's case: the eight people and the two gang alerts on their shared device and
+    # address (an alert about one of its outlets may join it too: what else happened there)
+    rings = [
+        d
+        for d in documents[0]
+        if any(e["kind"] == "device" and len(e["alerts"]) == 10 for e in d["entities"])
+    ]
+    assert len(rings) == 1
+    ring = rings[0]
+    assert ring["rules"]["sim_nonlocal_not_in_person"] >= 8
+    assert ring["rules"]["gang_batch_open"] >= 2
+    addresses = [e for e in ring["entities"] if e["kind"] == "address" and len(e["alerts"]) == 10]
+    assert len(addresses) == 1
+    assert len([e for e in ring["entities"] if e["kind"] == "outlet"]) >= 2
+
+    config = tmp_path / "config.yaml"
+    config.write_text("pseudonym: {key: replay-test}\n")
+    out = tmp_path / "alerts.jsonl"
+    argv = ["--config", str(config), "replay", str(events), "--out", str(out), "--quiet"]
+    assert main([*argv, "--processes", "1"]) == 0
+    written = [orjson.loads(line) for line in (tmp_path / "cases.jsonl").read_bytes().splitlines()]
+    assert sum(d["alert_count"] for d in written) == len(out.read_bytes().splitlines())
+    assert main([*argv, "--cases", str(out)]) == 1  # alerts and cases to one file
