@@ -42,6 +42,7 @@ from rules.engine import Engine
 from rules.errors import InvalidRecord
 from rules.pseudonym import Pseudonymizer, pseudonym_key
 from stream.auth import install_auth
+from stream.casepages import install_case_pages
 from stream.check import Checker, install_check
 from stream.cluster import bind_state, identify
 from stream.console import install_console
@@ -356,7 +357,13 @@ def create_app(
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(wiring.metrics.exposition(), content_type=CONTENT_TYPE)
 
-    install_console(app, settings, install_auth(app, settings))
+    auth = install_auth(app, settings)
+    console = install_console(app, settings, auth)
+
+    async def send(topic: str, value: bytes, key: bytes) -> Any:
+        return await (await wiring.sender.send(topic, value, key=key))
+
+    console.cases = install_case_pages(app, settings, auth, send)
     install_check(app, Checker(wiring, identities))
 
     if pseudonymizer.is_development_key:

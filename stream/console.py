@@ -38,6 +38,7 @@ from rules.config import KafkaSecurity, RuleSettings, Settings
 from rules.errors import InvalidAlert, InvalidRecord
 from rules.regions import PROVINCES
 from stream.auth import Auth
+from stream.casebook import CaseBook
 from stream.decisions import DecisionCounts, blocking_rules
 from stream.security import aiokafka_options
 
@@ -167,6 +168,7 @@ class Console:
         self.by_rule: Counter[str] = Counter(dict.fromkeys(rule_ids, 0))
         self.by_severity: Counter[str] = Counter(dict.fromkeys(SEVERITIES, 0))
         self.by_province: Counter[str] = Counter()
+        self.cases: CaseBook | None = None  # for precision per rule, from the police's verdicts
         self._entries: deque[Entry] = deque(maxlen=keep)
         self._seen: dict[str, None] = {}  # insertion-ordered: the oldest id goes first
         self._remember = remember
@@ -230,6 +232,7 @@ class Console:
             "status": self.status,
             # the checks decided: counts over the whole decisions topic, never filtered
             "decisions": self.checks.view(),
+            "precision": {} if self.cases is None else self.cases.precision(),
         }
 
     def counts(self) -> dict[str, dict[str, int]]:
