@@ -372,6 +372,7 @@ def run_demo(
                 seen, expected = watch(consumer, settings, worker, sender, expected_now, lines)
                 code = summarise(files, settings, sender, expected, seen, frozenset(checks.refused))
                 summarise_checks(checks, unchecked, expected)
+                code = max(code, police(settings, files, environ, consumer, worker, seen))
                 if options.forever:
                     say(f"\nstill running: the police console is at {console_url(settings)}")
                     say("following new alerts; Ctrl-C stops the worker and the broker")
@@ -379,6 +380,45 @@ def run_demo(
             finally:
                 consumer.close()
     return code
+
+
+def police(
+    settings: Settings,
+    files: WorldFiles,
+    environ: Mapping[str, str],
+    consumer: KafkaConsumer,
+    worker: subprocess.Popen[bytes],
+    seen: Seen,
+) -> int:
+    """The police's side (producers/police_demo.py); 0 if it showed what it should."""
+    from kafka import KafkaProducer
+
+    from producers.police_demo import PoliceStepFailed, police_step
+
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap.split(","), **kafka_python_options(settings.security)
+    )
+
+    def send_event(event: dict[str, Any]) -> None:
+        value, key = orjson.dumps(event), str(event["id_number"]).encode()
+        producer.send(settings.topics.sim_events, value, key=key).get(timeout=30)
+
+    def flagged(event_id: str) -> bool:
+        poll(consumer, settings, worker, seen)
+        return any(
+            alert.rule_id == "watchlist_hit" and alert.evidence[0].event_id == event_id
+            for alert in seen.alerts.values()
+        )
+
+    pseudonymizer = Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
+    try:
+        police_step(settings, files.events, pseudonymizer, send_event, flagged)
+    except (PoliceStepFailed, OSError) as error:
+        say(f"POLICE STEP FAILED: {error}")
+        return 1
+    finally:
+        producer.close()
+    return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:

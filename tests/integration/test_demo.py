@@ -25,6 +25,7 @@ def test_demo_shows_every_alert_and_scores_them(kafka_bootstrap: str, tmp_path: 
             {
                 "topics": {name: f"{name}-{run}" for name in TOPIC_NAMES},
                 "worker": {"app_id": f"demo-{run}", "web_port": free_port()},
+                "console": {"users_file": str(tmp_path / "console-users.json")},
             }
         )
     )
@@ -58,7 +59,8 @@ def test_demo_shows_every_alert_and_scores_them(kafka_bootstrap: str, tmp_path: 
     assert received and received[1] == received[2] and int(received[1]) >= 30, out
     assert "; 3 dead letters, 3 expected" in out
     assert out.count("  dead letter: ") == 3
-    shown = re.findall(r"^  \d\d-\d\d \d\d:\d\d  [A-Z]+ +([a-z0-9_]+) ", out, re.MULTILINE)
+    before, _, police = out.partition("\nthe police's side: ")
+    shown = re.findall(r"^  \d\d-\d\d \d\d:\d\d  [A-Z]+ +([a-z0-9_]+) ", before, re.MULTILINE)
     assert len(shown) == int(received[1])  # each alert printed once, as it came
     # openings at a counter were checked first; what was refused was never opened
     checks = re.search(
@@ -75,6 +77,23 @@ def test_demo_shows_every_alert_and_scores_them(kafka_bootstrap: str, tmp_path: 
         assert row and row[1] == row[2] and row[3] in ("1.00", "-"), rule_id
     assert "every labelled case was found and no alert was unexpected" in out
     assert "every expected alert and dead letter arrived through Kafka" in out
+    # the police's side: a demo analyst signs in (the password printed, made for the run),
+    # confirms the planted ring, punishes one member, and that person's next opening is
+    # refused by the check and flagged by the stream
+    signed = re.search(
+        r"sign in as demo-analyst with the password (\S+) \(made for this run\)", out
+    )
+    assert signed, out
+    users = orjson.loads((tmp_path / "console-users.json").read_bytes())
+    assert users["users"]["demo-analyst"]["role"] == "analyst"
+    assert signed[1] not in (tmp_path / "console-users.json").read_text()  # a hash only
+    assert re.search(r"demo-analyst signed in; case case-[0-9a-f]{16}: \d+ alerts, 8 people", out)
+    assert "confirmed the gang alert, and " in out
+    assert re.search(r"the check says refuse \(watchlist_hit: ", out), out
+    assert "opened anyway, the stream flags it: watchlist_hit" in out
+    flagged = re.findall(r"^  \d\d-\d\d \d\d:\d\d  CRITICAL watchlist_hit", police, re.MULTILINE)
+    assert len(flagged) == 1
+    assert "POLICE STEP FAILED" not in out
     assert "stopped the worker" in out
     assert (tmp_path / "demo" / "worker.log").stat().st_size > 0
     # masked ids only: no id number of the simulated events is printed
