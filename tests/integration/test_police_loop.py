@@ -19,6 +19,7 @@ from workerkit import KEY, WorkerRun
 from producers.simulator import Simulator, iter_lines
 from rules.cases import Cases, DictStore
 from rules.config import load_settings
+from rules.disposition import Verdicts
 from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
 from rules.replay import replay
@@ -204,4 +205,34 @@ def test_the_stream_forms_the_cases_replay_forms(run: WorkerRun, tmp_path: Path)
     # the other planted cases are cases of their own: the busy agent's, the local gang's,
     # and a lone non-local opener's
     assert sorted(doc["alert_count"] for doc in streamed.values()) == [1, 1, 10, 11]
+
+    # verdicts on a dozen alerts, some given twice: the precision metrics count the standing ones
+    alerts_by_id = {a["alert_id"]: a for doc in streamed.values() for a in doc["alerts"]}
+    chosen = sorted(alerts_by_id)[:12]
+    statuses = ["confirmed", "dismissed", "investigating"]
+    given = [(alert_id, statuses[n % 3]) for n, alert_id in enumerate(chosen)]
+    given += [
+        (alert_id, "confirmed") for alert_id in chosen[:4]
+    ]  # second thoughts: the last stands
+    expected_counts = Verdicts()
+    for alert_id, status in given:
+        run.duanka("dispose", alert_id, "--status", status, "--by", "GS-LZ-police-0042")
+        expected_counts.set(alert_id, alerts_by_id[alert_id]["rule_id"], status)
+
+    def gauges_match() -> bool:
+        return all(
+            metric(run, "duanka_verdicts", f'rule_id="{rule}",status="{status}"') == float(n)
+            for rule, counts in expected_counts.counts.items()
+            for status, n in counts.items()
+        )
+
+    wait_for("the verdict gauges to count the standing verdicts", gauges_match)
+    documents = final_cases(run.read("cases", until=lambda rs: True, settle=2.0))
+    by_rule: dict[str, dict[str, int]] = {}
+    for doc in documents.values():
+        for rule, counts in doc["verdicts_by_rule"].items():
+            for status, n in counts.items():
+                by_rule.setdefault(rule, {}).setdefault(status, 0)
+                by_rule[rule][status] += n
+    assert by_rule == expected_counts.counts
     assert date.fromisoformat(ring["opened"][:10]) >= sim.start
