@@ -362,3 +362,39 @@ def console_opener(run: WorkerRun, user: str, password: str) -> urllib.request.O
     with opener.open(login, data=urllib.parse.urlencode(fields).encode(), timeout=10):
         pass  # 303 to the console, which urllib follows with the session's cookie
     return opener
+
+
+class OwnTopic:
+    """A config whose topic `name` (a config key) is a test's own, and `duanka` run with it."""
+
+    def __init__(self, bootstrap: str, root: Path, name: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.config = root / "config.yaml"
+        self.config.write_text(
+            yaml.safe_dump({"kafka": {"bootstrap": bootstrap}, "topics": {name: topic}})
+        )
+
+    def duanka(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`duanka ARGS` with this config, its output as text, whatever its exit code."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DUANKA_")}
+        command = [sys.executable, "-m", "stream.cli", "--config", str(self.config)]
+        return subprocess.run(
+            [*command, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+
+def compacted_topic(admin: Any, prefix: str, partitions: int) -> str:
+    """A new compacted topic named after `prefix`, made and known to the broker."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    admin.create_topics(
+        {
+            topic: {
+                "num_partitions": partitions,
+                "replication_factor": 1,
+                "configs": {"cleanup.policy": "compact"},
+            }
+        },
+        wait_for_metadata=True,
+    )
+    return topic

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 from kafka.admin import KafkaAdminClient
-from workerkit import read_topic
+from workerkit import OwnTopic, compacted_topic, read_topic
 
 from rules.disposition import parse_disposition
 
@@ -24,44 +21,17 @@ WRITTEN = re.compile(
 )
 
 
-class Police:
+class Police(OwnTopic):
     """A config whose dispositions topic is the test's own, and `duanka dispose` with it."""
 
-    def __init__(self, bootstrap: str, root: Path, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.config = root / "config.yaml"
-        self.config.write_text(
-            yaml.safe_dump({"kafka": {"bootstrap": bootstrap}, "topics": {"dispositions": topic}})
-        )
-
     def dispose(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DUANKA_")}
-        command = [sys.executable, "-m", "stream.cli", "--config", str(self.config)]
-        return subprocess.run(
-            [*command, "dispose", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return self.duanka("dispose", *args)
 
 
 @pytest.fixture
 def police(kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path: Path) -> Police:
-    topic = f"dispositions-{uuid.uuid4().hex[:12]}"
-    kafka_admin.create_topics(
-        {
-            topic: {
-                "num_partitions": 3,
-                "replication_factor": 1,
-                "configs": {"cleanup.policy": "compact"},
-            }
-        },
-        wait_for_metadata=True,
-    )
-    return Police(kafka_bootstrap, tmp_path, topic)
+    topic = compacted_topic(kafka_admin, "dispositions", 3)
+    return Police(kafka_bootstrap, tmp_path, "dispositions", topic)
 
 
 def test_verdicts_are_written_keyed_by_their_alert_where_the_command_says(police: Police) -> None:
@@ -137,7 +107,9 @@ def test_a_wrong_option_writes_nothing(police: Police) -> None:
 
 
 def test_a_missing_topic_is_named(kafka_bootstrap: str, tmp_path: Path) -> None:
-    missing = Police(kafka_bootstrap, tmp_path, f"dispositions-{uuid.uuid4().hex[:12]}")
+    missing = Police(
+        kafka_bootstrap, tmp_path, "dispositions", f"dispositions-{uuid.uuid4().hex[:12]}"
+    )
     done = missing.dispose(ALERT, "--status", "confirmed", "--by", "GS-LZ-police-0042")
     assert (done.returncode, done.stdout) == (1, "")
     assert f"topic {missing.topic} does not exist" in done.stderr

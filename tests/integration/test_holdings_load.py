@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 from kafka.admin import KafkaAdminClient
-from workerkit import read_topic
+from workerkit import OwnTopic, compacted_topic, read_topic
 
 RESIDENT = "11010519491231002X"
 OTHER = "110105198001010016"
@@ -34,44 +31,17 @@ def snapshot(source: str, id_number: str, sims: dict[str, int], accounts: dict[s
     )
 
 
-class Loader:
+class Loader(OwnTopic):
     """A config whose holdings topic is the test's own, and `duanka holdings load` with it."""
 
-    def __init__(self, bootstrap: str, root: Path, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.config = root / "config.yaml"
-        self.config.write_text(
-            yaml.safe_dump({"kafka": {"bootstrap": bootstrap}, "topics": {"holdings": topic}})
-        )
-
     def load(self, path: Path) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DUANKA_")}
-        command = [sys.executable, "-m", "stream.cli", "--config", str(self.config)]
-        return subprocess.run(
-            [*command, "holdings", "load", str(path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return self.duanka("holdings", "load", str(path))
 
 
 @pytest.fixture
 def loader(kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path: Path) -> Loader:
-    topic = f"holdings-{uuid.uuid4().hex[:12]}"
-    kafka_admin.create_topics(
-        {
-            topic: {
-                "num_partitions": 2,
-                "replication_factor": 1,
-                "configs": {"cleanup.policy": "compact"},
-            }
-        },
-        wait_for_metadata=True,
-    )
-    return Loader(kafka_bootstrap, tmp_path, topic)
+    topic = compacted_topic(kafka_admin, "holdings", 2)
+    return Loader(kafka_bootstrap, tmp_path, "holdings", topic)
 
 
 def test_json_lines_and_csv_snapshots_are_published_and_bad_ones_named(
@@ -136,7 +106,7 @@ def test_a_file_with_only_good_snapshots_exits_0(loader: Loader, tmp_path: Path)
 
 def test_a_missing_topic_or_file_is_named(kafka_bootstrap: str, tmp_path: Path) -> None:
     path = tmp_path / "holdings.jsonl"
-    missing = Loader(kafka_bootstrap, tmp_path, f"holdings-{uuid.uuid4().hex[:12]}")
+    missing = Loader(kafka_bootstrap, tmp_path, "holdings", f"holdings-{uuid.uuid4().hex[:12]}")
     done = missing.load(tmp_path / "nowhere.jsonl")
     assert done.returncode == 1
     assert "nowhere.jsonl: no such file" in done.stderr
