@@ -12,19 +12,31 @@ rule, each check once, without their subject.
 Every page needs a signed-in user: the test adds one with `duanka users add`
 to the worker's users file and signs in through the form first, as an
 analyst would; a wrong password gets the form again, and no console.
+
+The case pages are driven with a simulated world holding a planted ring
+(test_police_loop's `ring_world`): a viewer finds the ring's case by its
+outlet, sees its link graph and no verdict form, and is refused a verdict
+even with the session's CSRF token; an analyst sends one through the form,
+which lands on the dispositions topic and then shows on the case page.
+With DUANKA_SCREENSHOTS=1 the pictures taken go to docs/ too.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from integration.test_police_loop import final_cases, produce, ring_world
 from kafka import KafkaProducer
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -62,7 +74,9 @@ WAIT_S = 60.0
 WORKER_START_S = 120.0
 STALE_RETRIES = 3  # the page replaces a counter's node when it re-renders
 ANALYST = "ana"
+VIEWER = "vic"
 PASSWORD = "correct horse battery"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def valid_id(first17: str) -> str:
@@ -204,8 +218,12 @@ def get(
 
 def add_analyst(run: WorkerRun) -> None:
     """The analyst the test signs in as, in the worker's users file, as an operator adds one."""
+    add_user(run, ANALYST, "analyst")
+
+
+def add_user(run: WorkerRun, name: str, role: str) -> None:
     stdin = f"{PASSWORD}\n".encode()
-    run.duanka("users", "add", ANALYST, "--role", "analyst", "--password-stdin", stdin=stdin)
+    run.duanka("users", "add", name, "--role", role, "--password-stdin", stdin=stdin)
 
 
 def wait_until_reading(run: WorkerRun) -> urllib.request.OpenerDirector:
@@ -232,11 +250,13 @@ def wait_until_reading(run: WorkerRun) -> urllib.request.OpenerDirector:
     )
 
 
-def sign_in(driver: WebDriver, run: WorkerRun, password: str = PASSWORD) -> None:
+def sign_in(
+    driver: WebDriver, run: WorkerRun, password: str = PASSWORD, user: str = ANALYST
+) -> None:
     """Open the console, which sends to the sign-in form, and fill it in."""
     driver.get(f"http://127.0.0.1:{run.web_port}/console/")
     WebDriverWait(driver, WAIT_S).until(lambda d: "/console/login" in d.current_url)
-    driver.find_element(By.ID, "user").send_keys(ANALYST)
+    driver.find_element(By.ID, "user").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "sign-in").click()
 
@@ -326,9 +346,15 @@ def test_console_shows_alerts_as_they_arrive(
     assert severe == []  # no script error, no request the page's policy refused
 
     browser.set_window_size(1400, 900)
-    shot = tmp_path / "console.png"
-    assert browser.save_screenshot(str(shot))
+    keep_screenshot(browser, tmp_path / "console.png")
+
+
+def keep_screenshot(driver: WebDriver, shot: Path) -> None:
+    """The window as a PNG at `shot`; with DUANKA_SCREENSHOTS=1, copied to docs/ for the docs."""
+    assert driver.save_screenshot(str(shot))
     assert shot.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get("DUANKA_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, DOCS / shot.name)
 
 
 def assert_cards(driver: WebDriver) -> None:
@@ -497,3 +523,190 @@ def test_console_pages_answer_with_their_policy(worker_run: WorkerRun) -> None:
     assert (checks["topic"], checks["status"]) == (worker_run.topics["decisions"], "reading")
     assert checks["counts"]["decision"] == {"allow": 0, "review": 0, "refuse": 0}
     assert checks["total"] == 0
+
+
+def post(
+    url: str, fields: dict[str, str], opener: urllib.request.OpenerDirector
+) -> tuple[int, bytes]:
+    """Status and body of a form POST, as the user `opener` signed in."""
+    data = urllib.parse.urlencode(fields).encode()
+    try:
+        with opener.open(url, data=data, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def ring_case(run: WorkerRun, outlets: set[str]) -> dict[str, Any]:
+    """The ring's case from police.cases, once it holds all ten alerts."""
+
+    def of_ring(doc: dict[str, Any]) -> bool:
+        named = {e["token"] for e in doc["entities"] if e["kind"] == "outlet"}
+        return doc["alert_count"] == 10 and named == outlets
+
+    def complete(records: list[Any]) -> bool:
+        return any(of_ring(doc) for doc in final_cases(records).values())
+
+    records = run.read("cases", until=complete, timeout=WAIT_S * 2, settle=0.5)
+    [ring] = [doc for doc in final_cases(records).values() if of_ring(doc)]
+    return ring
+
+
+def wait_listed(run: WorkerRun, opener: urllib.request.OpenerDirector, case_id: str) -> None:
+    """Until the console has read the case's document with all its alerts."""
+    url = f"http://127.0.0.1:{run.web_port}/console/case.json?id={case_id}"
+
+    def complete() -> bool:
+        run.check_alive()
+        status, _, body = get(url, opener)
+        return status == 200 and orjson.loads(body)["alert_count"] == 10
+
+    deadline = time.monotonic() + WAIT_S
+    while not complete():
+        assert time.monotonic() < deadline, f"the console does not show {case_id}"
+        time.sleep(0.5)
+
+
+def linked_to(driver: WebDriver, kind: str) -> tuple[str, list[tuple[str, str]]]:
+    """The one node of `kind` in the case's graph, and (id, kind) of each node a link reaches."""
+    nodes = {
+        node.get_attribute("data-id"): node.get_attribute("data-kind")
+        for node in driver.find_elements(By.CSS_SELECTOR, ".graph svg g.node")
+    }
+    [node_id] = [n for n, k in nodes.items() if k == kind]
+    reached = []
+    for line in driver.find_elements(By.CSS_SELECTOR, ".graph svg line.link"):
+        ends = [line.get_attribute("data-source"), line.get_attribute("data-target")]
+        if node_id in ends:
+            ends.remove(node_id)
+            reached.append((str(ends[0]), str(nodes[ends[0]])))
+    return str(node_id), reached
+
+
+def sign_out(driver: WebDriver) -> None:
+    driver.find_element(By.CSS_SELECTOR, "form[action='/console/logout'] button").click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: "/console/login" in d.current_url)
+
+
+def signed_in(driver: WebDriver, run: WorkerRun, user: str, role: str) -> None:
+    sign_in(driver, run, user=user)
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: text_of(d, "me").startswith(f"signed in as {user} ({role})")
+    )
+
+
+def test_case_pages_show_a_ring_and_take_an_analysts_verdict(
+    worker_run: WorkerRun, browser: WebDriver, tmp_path: Path
+) -> None:
+    add_analyst(worker_run)
+    add_user(worker_run, VIEWER, "viewer")
+    worker_run.start()
+    wait_until_reading(worker_run)
+    sim = ring_world()
+    produce(worker_run, sim.world.events, tmp_path / "events.jsonl")
+    planted = [e for e in sim.world.events if str(e.get("device_id", "")).startswith("ring-")]
+    ring = ring_case(worker_run, {e["outlet_id"] for e in planted})
+    viewer = console_opener(worker_run, VIEWER, PASSWORD)
+    wait_listed(worker_run, viewer, ring["case_id"])
+    [identity_alert, *_] = [a for a in ring["alerts"] if a["subject"]["kind"] == "identity"]
+    alert = identity_alert["alert_id"]
+
+    signed_in(browser, worker_run, VIEWER, "viewer")
+    view_as_viewer(browser, worker_run, ring, planted)
+    base = f"http://127.0.0.1:{worker_run.web_port}/console/"
+    _, _, me = get(base + "me.json", viewer)
+    refused = {"csrf": orjson.loads(me)["csrf"], "alert_id": alert, "status": "dismissed"}
+    status, body = post(base + "dispose", refused, viewer)
+    assert (status, orjson.loads(body)) == (403, {"error": "this needs the analyst role"})
+
+    sign_out(browser)
+    signed_in(browser, worker_run, ANALYST, "analyst")
+    case_url = base + f"cases/{ring['case_id']}"
+    browser.get(case_url)
+    until = send_verdict(browser, alert)
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".flash"))
+    flash = browser.find_element(By.CSS_SELECTOR, ".flash").text
+    assert flash.startswith(f"Verdict on alert {alert} sent.")
+    # the one record on the topic: the analyst's, not the viewer's refused one
+    [record] = worker_run.read("dispositions", until=lambda rs: len(rs) >= 1, settle=1.0)
+    assert record.key == alert.encode()
+    verdict = orjson.loads(record.value)
+    assert verdict["status"] == "confirmed" and verdict["by"] == f"console:{ANALYST}"
+    assert verdict["punish"]["scope"] == "telecom"
+    assert verdict["punish"]["until"] == until.isoformat()
+    assert verdict["note"] == "sold the SIM to a collector"
+
+    wait_verdict_shown(browser, worker_run, case_url, alert)
+    browser.set_window_size(1280, 1400)
+    browser.get(case_url)
+    graph = browser.find_element(By.CSS_SELECTOR, ".graph svg")
+    WebDriverWait(browser, WAIT_S).until(lambda d: graph.is_displayed())
+    keep_screenshot(browser, tmp_path / "case.png")
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert [e for e in severe if " 401 " not in e["message"]] == []
+
+
+def view_as_viewer(
+    driver: WebDriver, run: WorkerRun, ring: dict[str, Any], planted: list[dict[str, Any]]
+) -> None:
+    """Find the ring's case by an outlet, open it: its graph, its alerts, and no verdict form."""
+    outlets = sorted({e["outlet_id"] for e in planted})
+    driver.get(f"http://127.0.0.1:{run.web_port}/console/cases")
+    driver.find_element(By.CSS_SELECTOR, "form.search input[name='q']").send_keys(outlets[0])
+    driver.find_element(By.CSS_SELECTOR, "form.search button").click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: "q=" in d.current_url)
+    [row] = driver.find_elements(By.CSS_SELECTOR, "table tr:has(a[href^='/console/cases/'])")
+    assert ", ".join(outlets) in row.text  # both of the ring's outlets listed
+    row.find_element(By.LINK_TEXT, ring["case_id"]).click()
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: d.current_url.endswith(f"/cases/{ring['case_id']}")
+    )
+    assert_ring_graph(driver, ring)
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".alert")) == 10
+    assert not driver.find_elements(By.CSS_SELECTOR, "form.verdict")
+    source = driver.page_source
+    for event in planted:  # masked ids and keyed tokens only
+        assert event["id_number"] not in source and event["device_id"] not in source
+
+
+def wait_verdict_shown(driver: WebDriver, run: WorkerRun, case_url: str, alert: str) -> None:
+    """Until the case page, reloaded, shows the verdict: once the engine has taken it."""
+
+    def shows_verdict(d: WebDriver) -> bool:
+        run.check_alive()
+        d.get(case_url)
+        head = d.find_element(By.CSS_SELECTOR, f"[id='a-{alert}'] .head").text
+        return bool(head.endswith("verdict: confirmed"))
+
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.5).until(
+        shows_verdict, message="the case page does not show the verdict"
+    )
+    assert "verdicts: 1 confirmed" in driver.find_element(By.CSS_SELECTOR, "main h2 + p").text
+    assert "sold the SIM" not in driver.page_source  # the note stays on the police's topic
+
+
+def assert_ring_graph(driver: WebDriver, ring: dict[str, Any]) -> None:
+    """One device and one address, each linked to the eight people of the ring."""
+    tokens = {e["kind"]: e["token"] for e in ring["entities"]}
+    for kind in ("device", "address"):
+        node_id, reached = linked_to(driver, kind)
+        assert node_id == f"{kind}:{tokens[kind]}"
+        assert len(reached) == len(set(reached)) == 8  # a line each, to eight people
+        assert {other_kind for _, other_kind in reached} == {"identity"}
+    people = driver.find_elements(By.CSS_SELECTOR, ".graph svg g.node[data-kind='identity']")
+    assert len(people) == 8
+
+
+def send_verdict(driver: WebDriver, alert: str) -> date:
+    """Confirm `alert` with a telecom punishment until a year after it starts; that day."""
+    form = driver.find_element(By.CSS_SELECTOR, f"[id='a-{alert}'] form.verdict")
+    Select(form.find_element(By.NAME, "status")).select_by_value("confirmed")
+    Select(form.find_element(By.NAME, "punish_scope")).select_by_value("telecom")
+    since = date.fromisoformat(str(form.find_element(By.NAME, "since").get_attribute("value")))
+    until = since + timedelta(days=365)
+    field = form.find_element(By.NAME, "until")
+    driver.execute_script("arguments[0].value = arguments[1]", field, until.isoformat())
+    assert field.get_attribute("value") == until.isoformat()
+    form.find_element(By.NAME, "note").send_keys("sold the SIM to a collector")
+    form.find_element(By.TAG_NAME, "button").click()
+    return until
