@@ -125,9 +125,10 @@ class PseudonymousEvent:
     """An event as the rules see it: no personal data, only pseudonyms, tokens and masks.
 
     The id number is replaced by its pseudonym (`subject_key`), and the phone
-    number, account number, device id and contact phone by keyed tokens
-    (`*_key`, made like the pseudonym): equal values give equal tokens, so
-    the rules can still tell that people share a device or a phone. Device
+    number, account number, device id, contact phone and the delivery's
+    address key by keyed tokens (`*_key`, made like the pseudonym): equal
+    values give equal tokens, so the rules can still tell that people share
+    a device, a phone or an address. Device
     id and contact phone are kept masked too, for the alerts that name them.
     """
 
@@ -455,6 +456,13 @@ def _without_none(obj: dict[str, object]) -> dict[str, object]:
 def pseudonymise(event: Event, pseudonymizer: Pseudonymizer) -> PseudonymousEvent:
     """The event without personal data: pseudonym, tokens, masks and the facts rules need."""
     token = pseudonymizer.token
+    delivery = event.delivery
+    if delivery is not None and delivery.address_key is not None:
+        # a source's address key is opaque, but the same for everyone who sees that address
+        # at that source: the engine keeps its own keyed token of it, like a phone's
+        delivery = Delivery(
+            delivery.method, delivery.region_code, token("address", delivery.address_key)
+        )
     return PseudonymousEvent(
         event.event_id,
         event.event_type,
@@ -472,7 +480,7 @@ def pseudonymise(event: Event, pseudonymizer: Pseudonymizer) -> PseudonymousEven
         event.agent_id,
         token("msisdn", event.msisdn),
         event.sim_kind,
-        event.delivery,
+        delivery,
         token("account", event.account_id),
         event.account_kind,
         token("device", event.device_id),

@@ -1,8 +1,8 @@
 """No personal data where it must not be: internal topics, changelogs, state files, logs, pages.
 
-Personal data here is an id number, and the phone numbers, account numbers
-and device ids events carry (the worker keeps keyed tokens of those, and
-masks in alerts).
+Personal data here is an id number, and the phone numbers, account numbers,
+device ids and delivery address keys events carry (the worker keeps keyed
+tokens of those, and masks in alerts).
 
 A simulated province in which every rule fires (the watchlist loaded through
 its topic and one entry removed again, the holdings snapshots through theirs,
@@ -594,6 +594,11 @@ def controls_of(people: list[dict[str, Any]], first: FirstRun) -> Controls:
     for e in people:
         if e.get("device_id"):
             users.setdefault(e["device_id"], set()).add(e["id_number"])
+    tokens |= {
+        str(PSEUDONYMS.token("address", a))
+        for e in people
+        if (a := (e.get("delivery") or {}).get("address_key"))
+    }
     shared = {str(PSEUDONYMS.token("device", d)) for d, ids in users.items() if len(ids) > 1}
     assert shared, "no device was shared"
     punished = first.expected[first.verdicts[0].alert_id]["subject"]["key"]
@@ -638,6 +643,9 @@ def test_no_id_number_outside_the_inputs(
     numbers = {e["id_number"] for e in people + first.world.watchlist}
     numbers |= {REMOVED, REJECTED, BAD_CHECK, WATCH_REJECTED}
     numbers |= {e[f] for e in people for f in PERSONAL_FIELDS if e.get(f)}
+    addresses = {a for e in people if (a := (e.get("delivery") or {}).get("address_key"))}
+    assert addresses, "no event carries a delivery address"
+    numbers |= addresses  # the sources' address keys: the engine keeps its own tokens of them
     assert any(e.get("device_id") for e in people) and any(e.get("contact_phone") for e in people)
     notes = {v.note for v in first.verdicts}
     assert {value for v in first.verdicts for value in v.values} <= numbers

@@ -656,6 +656,15 @@ def test_pseudonymise_drops_the_raw_number() -> None:
     assert b"19491231" not in row
 
 
+def test_pseudonymise_keeps_a_keyed_token_of_the_address_key() -> None:
+    mailed = {"method": "mail", "region_code": "530102", "address_key": "a1f3c9"}
+    redacted = pseudonymise(parse_event(encode(make_event(delivery=mailed))), PSEUDONYMIZER)
+    assert redacted.delivery is not None
+    assert redacted.delivery.address_key == PSEUDONYMIZER.token("address", "a1f3c9")
+    assert (redacted.delivery.method, redacted.delivery.region_code) == ("mail", "530102")
+    assert b"a1f3c9" not in orjson.dumps(pseudonymous_row(redacted))
+
+
 def test_lowercase_and_uppercase_x_get_one_pseudonym() -> None:
     upper = parse_event(encode(make_event()))
     lower = parse_event(encode(make_event(id_number="11010519491231002x")))

@@ -183,11 +183,11 @@ def test_outlet_state_forgets_openings_older_than_24_hours_and_ended_cooldowns()
 # ---------------------------------------------------------------- gang_batch_open
 
 DEVICE = "dev-88c1"
-TOKENS = {"device_id": "device", "contact_phone": "phone"}
+TOKENS = {"device_id": "device", "contact_phone": "phone", "address_key": "address"}
 
 
 def shared(attribute: str, value: str) -> str:
-    """A gang alert's shared value: a device or a phone by its token, as the state holds it."""
+    """A gang alert's shared value: a device, phone or address by its token, as state holds it."""
     kind = TOKENS.get(attribute)
     return f"{attribute}:{PSEUDONYMIZER.token(kind, value) if kind else value}"
 
@@ -253,7 +253,10 @@ def test_gang_links_by_phone_and_address(
     events = [ev(i * MINUTE, id=local_id(i), **fields) for i in range(1, 6)]
     alerts = run(screening(), events, GANG)
     assert ids(alerts) == [outlet_id(GANG, events[4], shared(attribute, value))]
-    shown = mask_id(value) if attribute == "contact_phone" else value
+    # a phone is shown masked; an address by the engine's token of the source's key
+    shown = (
+        mask_id(value) if attribute == "contact_phone" else PSEUDONYMIZER.token("address", value)
+    )
     assert (alerts[0].facts["shared"], alerts[0].facts["value"]) == (attribute, shown)
     assert (alerts[0].summary_zh, alerts[0].summary_en) == (zh, en)
     assert alerts[0].evidence == evidence(*events)
