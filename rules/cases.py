@@ -46,9 +46,13 @@ CASE_SCHEMA = "duanka.case/1"
 # a token's alerts are kept this long past the window, so that an alert that
 # arrives late (another stage's, another worker's) still finds what it links to
 SLACK_S = 86_400.0
-# the most alerts a case document lists (the case keeps counting the rest)
-LISTED_ALERTS = 500
+# the most alerts, entities and links a case document lists (the case keeps counting the
+# rest): a Kafka record is at most 1 MiB by default, and these keep a document well under it
+LISTED_ALERTS = 200
+LISTED_ENTITIES = 800
+LISTED_LINKS = 1600
 PLACES = ("outlet", "agent")
+KINDS = ("identity", "device", "address", "contact", "outlet", "agent")  # whom a cut keeps first
 LATEST = "m"
 PENDING = "p"
 VERDICTS = "v"
@@ -440,6 +444,11 @@ def case_document(record: Mapping[str, Any], alerts: list[Any]) -> dict[str, Any
             )
         _add_to_graph(alert_id, entry["links"], entities, links)
     first_id = record["first"][1]
+    kept, left_out = _most_named(entities)
+    shown = sorted(
+        (link for link in links.values() if link["source"] in kept and link["target"] in kept),
+        key=lambda link: (link["source"], link["target"]),
+    )
     return {
         "schema": CASE_SCHEMA,
         "case_id": record["id"],
@@ -452,12 +461,24 @@ def case_document(record: Mapping[str, Any], alerts: list[Any]) -> dict[str, Any
         "verdicts": record["verdicts"],
         "verdicts_by_rule": dict(sorted(by_rule.items())),
         "alerts": listed,
-        "entities": sorted(
-            ({**e, "alerts": sorted(e["alerts"])} for e in entities.values()),
-            key=lambda e: e["id"],
-        ),
-        "links": sorted(links.values(), key=lambda link: (link["source"], link["target"])),
+        "entities": [{**e, "alerts": sorted(e["alerts"])} for _, e in sorted(kept.items())],
+        "links": shown[:LISTED_LINKS],
+        "left_out": {"entities": left_out, "links": len(links) - min(len(shown), LISTED_LINKS)},
     }
+
+
+def _most_named(entities: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], int]:
+    """The entities a document lists, and how many it leaves out.
+
+    If there are too many: those in most alerts, people before what they share.
+    """
+    if len(entities) <= LISTED_ENTITIES:
+        return entities, 0
+    ranked = sorted(
+        entities.items(),
+        key=lambda item: (-len(item[1]["alerts"]), KINDS.index(item[1]["kind"]), item[0]),
+    )
+    return dict(ranked[:LISTED_ENTITIES]), len(entities) - LISTED_ENTITIES
 
 
 def _add_to_graph(

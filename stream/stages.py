@@ -520,6 +520,12 @@ class CaseStage(Stage[Any]):
                 await self.w.sender.send(topics.identity_events, value, partition=partition)
             )
 
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        """As every stage does; and the precision gauges go with the cases to their next owner."""
+        await super().on_revoked(revoked)
+        if not self.parts:
+            self.w.metrics.verdicts.clear()
+
     async def tick(self) -> None:
         """An app timer's task: verdicts whose alert never came, the precision gauges."""
         async with self.screening:

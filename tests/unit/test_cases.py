@@ -7,6 +7,7 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from rules.cases import Cases, DictStore, LinkRow, case_id_of
@@ -250,3 +251,18 @@ def test_place_alerts_join_the_people_they_name(rule: str) -> None:
         (alert(3, day=1, rule=rule, kind=kind, key="p1"), place),
     ]
     assert len(documents(cases_of(items))) == 1
+
+
+def test_a_very_large_case_lists_its_most_named_entities_and_says_how_many_it_left_out() -> None:
+    cases = Cases(CaseSettings(), DictStore())
+    for n in range(1000):  # a thousand people on one device and address, each with a phone
+        rows = [*person(n, device="shared", address="a"), [f"ev-{n}", "contact", f"ph-{n}", ""]]
+        cases.add(alert(n, day=n / 1000), rows)
+    [doc] = documents(cases).values()
+    assert doc["alert_count"] == 1000 and len(doc["alerts"]) == 200
+    kinds = [e["kind"] for e in doc["entities"]]
+    # what most alerts share first, then people before their phones
+    assert (kinds.count("device"), kinds.count("address"), kinds.count("identity")) == (1, 1, 798)
+    assert doc["left_out"] == {"entities": 2002 - 800, "links": 3000 - 2 * 798}
+    assert len(doc["links"]) == 2 * 798
+    assert len(orjson.dumps(doc)) < 1024 * 1024
