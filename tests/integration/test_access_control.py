@@ -268,6 +268,8 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
     assert _grants(acls, "watchlist") == {("WRITE", "TOPIC", "screening.watchlist", False)}
     assert _grants(acls, "police") == {
         ("READ", "TOPIC", "police.alerts", False),
+        ("READ", "TOPIC", "police.cases", False),  # the cases of linked alerts
+        ("WRITE", "TOPIC", "police.dispositions", False),  # their verdicts
         ("READ", "GROUP", "police", True),
     }
     worker = _grants(acls, "duanka")
@@ -279,12 +281,16 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
         "screening.holdings",
         "police.alerts",  # the police console in the worker
         "screening.decisions",  # the console's checks and refusals
+        "police.dispositions",  # the police's verdicts
+        "police.cases",  # the console's cases
         "duanka",
     }
     assert {(op, name) for op, kind, name, _ in worker if kind == "TOPIC" and op != "READ"} == {
         ("WRITE", "police.alerts"),
         ("WRITE", "screening.deadletter"),
         ("WRITE", "screening.decisions"),  # the check's audit trail
+        ("WRITE", "police.cases"),  # the cases it keeps
+        ("WRITE", "police.dispositions"),  # the verdicts analysts give in the console
         ("WRITE", "duanka"),  # the prefix: its internal and changelog topics
         ("CREATE", "duanka"),
     }
