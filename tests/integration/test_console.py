@@ -473,12 +473,8 @@ def assert_checks(driver: WebDriver, producer: KafkaProducer, run: WorkerRun) ->
     assert text_of(driver, "total") == "3"
 
 
-def test_a_wrong_password_shows_the_form_again_and_no_console(
-    worker_run: WorkerRun, browser: WebDriver
-) -> None:
-    add_analyst(worker_run)
-    worker_run.start()
-    wait_until_reading(worker_run)
+def assert_a_wrong_password_shows_the_form_again(worker_run: WorkerRun, browser: WebDriver) -> None:
+    """A wrong password: the form again and no console; then the right one; then signing out."""
     sign_in(browser, worker_run, password=PASSWORD + "?")
     WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.ID, "message"))
     assert text_of(browser, "message") == "unknown user or wrong password"
@@ -499,10 +495,10 @@ def test_a_wrong_password_shows_the_form_again_and_no_console(
     assert [e for e in severe if " 401 " not in e["message"]] == []
 
 
-def test_console_pages_answer_with_their_policy(worker_run: WorkerRun) -> None:
-    add_analyst(worker_run)
-    worker_run.start()
-    opener = wait_until_reading(worker_run)
+def assert_pages_answer_with_their_policy(
+    worker_run: WorkerRun, opener: urllib.request.OpenerDirector
+) -> None:
+    """Before any alert: headers, the page, alerts.json's errors and its empty view."""
     base = f"http://127.0.0.1:{worker_run.web_port}/console/"
     status, headers, _ = get(base + "alerts.json")
     assert status == 401  # no session
@@ -601,7 +597,9 @@ def test_case_pages_show_a_ring_and_take_an_analysts_verdict(
     add_analyst(worker_run)
     add_user(worker_run, VIEWER, "viewer")
     worker_run.start()
-    wait_until_reading(worker_run)
+    # one worker for the sign-in and the pages' policy too: each start costs seconds
+    assert_pages_answer_with_their_policy(worker_run, wait_until_reading(worker_run))
+    assert_a_wrong_password_shows_the_form_again(worker_run, browser)
     sim = ring_world()
     produce(worker_run, sim.world.events, tmp_path / "events.jsonl")
     planted = [e for e in sim.world.events if str(e.get("device_id", "")).startswith("ring-")]

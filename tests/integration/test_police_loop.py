@@ -66,7 +66,7 @@ def refused_by_watchlist(run: WorkerRun, who: str) -> bool:
     return any(reason["rule_id"] == "watchlist_hit" for reason in answer["reasons"])
 
 
-def test_a_punishment_bars_the_next_opening_and_an_appeal_lifts_it(
+def test_a_punishment_bars_the_next_opening_an_appeal_lifts_it_bad_ones_are_dead_lettered(
     run: WorkerRun, tmp_path: Path
 ) -> None:
     sim = Simulator(seed=5, days=10)
@@ -124,8 +124,11 @@ def test_a_punishment_bars_the_next_opening_and_an_appeal_lifts_it(
     )
     assert metric(run, "duanka_verdicts", f'{rule},status="confirmed"') == 0.0
 
+    assert_bad_verdicts_are_dead_lettered(run)  # on the same worker: a start costs seconds
 
-def test_unknown_and_invalid_verdicts_are_dead_lettered(run: WorkerRun) -> None:
+
+def assert_bad_verdicts_are_dead_lettered(run: WorkerRun) -> None:
+    """An invalid verdict and one for an alert that never comes: dead letters with the reason."""
     producer = KafkaProducer(bootstrap_servers=run.bootstrap)
     unknown = "ab" * 16
     try:
