@@ -5,8 +5,11 @@ worker's clients makes: a 10-second outage wrote about 3,900 lines, an hour
 would write over a million. `OutageLog` filters aiokafka's loggers: the
 first connection failure passes as one line saying Kafka is unreachable,
 the rest are counted and summed up every `summary_s`, and once none has come
-for `quiet_s` a line says Kafka answers again and after how long. aiokafka's
-other warnings pass as they are.
+for `quiet_s` a line says Kafka answers again and after how long. While the
+brokers come back, the group coordinator's retries (an offset commit that
+failed because the group is still loading, a coordinator found again) are
+logged at info, once per stage that commits: during an outage those are
+counted too. aiokafka's other messages pass as they are.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ CONNECTION_MARKERS = (
     "NodeNotReadyError",
     "KafkaConnectionError",
 )
+# the group coordinator's info messages while it finds its way back (each stage commits)
+RETRY_MARKERS = ("will retry", "will find new coordinator", "Discovered coordinator")
 
 
 class OutageLog(logging.Filter):
@@ -63,7 +68,7 @@ class OutageLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
-            return True
+            return self.since is None or not self._retry(record)
         message = record.getMessage()
         with self.lock:
             if self.since is None:
@@ -85,6 +90,17 @@ class OutageLog(logging.Filter):
             self.counts[record.name] += 1
         self.tick()
         return False
+
+    def _retry(self, record: logging.LogRecord) -> bool:
+        """Whether an info record is the coordinator retrying (counted while Kafka is away)."""
+        if record.name != "aiokafka.consumer.group_coordinator":
+            return False
+        if not any(marker in record.getMessage() for marker in RETRY_MARKERS):
+            return False
+        with self.lock:
+            self.total += 1
+            self.counts[record.name] += 1
+        return True
 
     def tick(self) -> None:
         """Sum up, or say Kafka answers again: on each failure, and from a timer every second."""

@@ -52,3 +52,16 @@ def test_other_warnings_and_info_pass_outside_an_outage() -> None:
     outage = OutageLog(logging.getLogger("duanka.test"), clock=Clock())
     assert outage.filter(record("Heartbeat failed for group g because it is rebalancing"))
     assert outage.filter(record("Unable connect to node 1", level=logging.INFO))
+
+
+def test_the_coordinators_retries_are_counted_during_an_outage_and_pass_outside() -> None:
+    outage = OutageLog(logging.getLogger("duanka.test"), clock=Clock())
+    coordinator = "aiokafka.consumer.group_coordinator"
+    retry = "OffsetCommit failed for group g because group is initializing (GroupLoadInProgressError), will retry"  # noqa: E501
+    found = "Discovered coordinator 1 for group g"
+    assert outage.filter(record(retry, coordinator, logging.INFO))  # no outage: as it is
+    assert not outage.filter(record("Unable connect to node 1: Connect call failed"))
+    for message in (retry, found):
+        assert not outage.filter(record(message, coordinator, logging.INFO))
+    assert outage.total == 3
+    assert outage.filter(record("Joined group g", coordinator, logging.INFO))  # not a retry
