@@ -58,6 +58,7 @@ from stream.internals import (
 from stream.metrics import CONTENT_TYPE, PROBE_INTERVAL_S, WorkerMetrics, WorkerProbe
 from stream.outage import OutageLog
 from stream.outbox import Timing
+from stream.positions import Positions
 from stream.reader import InputReader
 from stream.sender import Sender
 from stream.stages import AgentStage, CaseStage, IdentityStage, OutletStage, Stage
@@ -119,6 +120,7 @@ class Wiring:
         self.timing = Timing(worker.tick_ms / 1000, worker.heartbeat_ms / 1000)
         self.app = self._make_app()
         self.sender = Sender(settings, client_id=f"{worker.app_id}-sender")
+        self.positions = Positions(settings)
         topics = settings.topics
         # the stages commit these themselves (stream/flush.py), so faust acknowledges none
         self.identity_topic = self.app.topic(topics.identity_events, acks=False, **RAW)
@@ -183,6 +185,17 @@ class Wiring:
         """Commit a stage's offsets (partition -> next offset to read) in faust's group."""
         await commit_offsets(self.app.consumer, {TP(topic, p): o for p, o in offsets.items()})
 
+    async def start_offset(self, topic: str, partition: int) -> int:
+        """Where the group reads a stage's partition from (stream/positions.py)."""
+        return await self.positions.start_offset(topic, partition)
+
+    async def log_start(self, topic: str, partition: int) -> int:
+        return await self.positions.log_start(topic, partition)
+
+    async def reread(self, topic: str, partition: int, offset: int) -> None:
+        """Send faust's consumer back to `offset` of a partition it left envelopes out of."""
+        await self.app.consumer.seek_wait({TP(topic, partition): offset})
+
     def changelog(self, table: Any) -> str:
         name: str = table.changelog_topic.get_topic_name()
         return name
@@ -239,6 +252,7 @@ class Pipeline(mode.Service):
 
     async def on_start(self) -> None:
         await self.wiring.sender.start()
+        await self.wiring.positions.start()
         await self.watch.start()
 
     @mode.Service.task
@@ -272,6 +286,7 @@ class Pipeline(mode.Service):
 
     async def on_stop(self) -> None:
         await self.watch.stop()
+        await self.wiring.positions.stop()
         await self.wiring.sender.stop()
 
 

@@ -64,6 +64,8 @@ class Part(Generic[S]):
         self.alive = True  # False once the partition was taken away: nothing more is written
         self.held_since: float | None = None  # since when the merge has held something
         self.read_to = -1  # the offset of the last envelope received
+        self.next: int | None = None  # the offset of the envelope to take next (None: ask Kafka)
+        self.rereading: float | None = None  # when faust was last sent back to `next`
         # (offset, future) of pre-opening checks waiting until the envelope at offset is received
         self.readers: list[tuple[int, asyncio.Future[bool]]] = []
         # the events the merge holds, by identity: what a pre-opening check adds to the state

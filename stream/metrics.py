@@ -231,6 +231,13 @@ class WorkerMetrics:
             ["stage"],
             registry=self.registry,
         )
+        self.rereads = Counter(
+            "duanka_rereads",
+            "Times a stage found that faust's stream had left envelopes out (around a start "
+            "or a rebalance) and sent faust's consumer back to read them.",
+            ["stage"],
+            registry=self.registry,
+        )
         self.flushes = Counter(
             "duanka_flushes",
             "Times a stage made its state durable and acknowledged what it had read.",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
+from aiokafka.errors import KafkaError
 from faust.types import TP, StreamT
 
 from rules.alert import Alert, encode_alert
@@ -70,6 +71,8 @@ S = TypeVar("S")
 MAX_DIRTY = 50_000
 # a partition that has held items this long says which origins it waits for
 WAIT_REPORT_S = 15.0
+# faust, sent back to an envelope it left out, is sent back again if it has not come by then
+REREAD_S = 5.0
 
 
 class Stage(Generic[S]):
@@ -112,22 +115,77 @@ class Stage(Generic[S]):
     async def take(self, message: Any) -> None:
         if message.partition not in self.assigned:
             return  # taken away since faust fetched it: the new owner reads it
+        part, _ = self.part(message.partition)
+        if not await self.in_order(part, message.offset):
+            return
         try:
             envelope = decode_envelope(message.value, self.kind)
         except InvalidRecord as error:
             await self.w.reject(message, error)
             async with self.screening:
-                self.part(message.partition)[0].skip(message.offset)
+                part.skip(message.offset)
             return
         self.note_delay("received", envelope.items)
         async with self.screening:
-            part, _ = self.part(message.partition)
             part.receive(envelope, message.offset)
             await self.screen_released(part)
             await self.after_screening()
         self.note_held()
         if self.flush_due():
             await self.flush()
+
+    async def in_order(self, part: Part[S], offset: int) -> bool:
+        """Whether the envelope at `offset` is the one `part` takes next (stream/positions.py).
+
+        One before it was taken already. One after it means faust's stream
+        left envelopes out: faust's consumer is sent back to the expected one,
+        and what comes before that is dropped.
+        """
+        if part.next is None:
+            try:
+                part.next = await self.w.start_offset(self.topic, part.partition)
+            except KafkaError as error:
+                log.warning("%s stage could not ask Kafka where to start: %s", self.kind, error)
+                return False  # the partition's next envelope asks again
+        if offset == part.next:
+            part.next += 1
+            part.rereading = None
+            return True
+        if offset < part.next:
+            return False
+        now = time.monotonic()
+        if part.rereading is not None and now - part.rereading < REREAD_S:
+            return False  # on its way back
+        part.rereading = now
+        try:
+            start = await self.w.log_start(self.topic, part.partition)
+            if start > part.next:
+                log.warning(
+                    "%s stage partition %d: envelopes %d to %d are no longer in Kafka; "
+                    "going on from %d",
+                    self.kind,
+                    part.partition,
+                    part.next,
+                    start - 1,
+                    start,
+                )
+                part.next = start
+                if offset == start:
+                    part.next += 1
+                    part.rereading = None
+                    return True
+            log.debug(
+                "%s stage partition %d: faust's stream skipped to offset %d; reading again from %d",
+                self.kind,
+                part.partition,
+                offset,
+                part.next,
+            )
+            self.w.metrics.rereads.labels(self.kind).inc()
+            await self.w.reread(self.topic, part.partition, part.next)
+        except (TimeoutError, KafkaError) as error:
+            log.warning("%s stage could not read again from %d: %s", self.kind, part.next, error)
+        return False
 
     def note_held(self) -> None:
         merges = [part.merge for part, _ in self.parts.values()]

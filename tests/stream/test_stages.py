@@ -145,6 +145,9 @@ class FakeWiring:
     rejected: list[tuple[Any, InvalidRecord]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    # where the fake's partitions start: the tests number envelopes from 1
+    start: int = 1
+    rereads: list[tuple[str, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.engine = engine()
@@ -167,6 +170,15 @@ class FakeWiring:
         for partition, offset in offsets.items():
             assert offset > self.committed.get((topic, partition), 0), "commits go forward"
             self.committed[(topic, partition)] = offset
+
+    async def start_offset(self, topic: str, partition: int) -> int:
+        return self.committed.get((topic, partition), self.start)
+
+    async def log_start(self, topic: str, partition: int) -> int:
+        return self.start
+
+    async def reread(self, topic: str, partition: int, offset: int) -> None:
+        self.rereads.append((topic, partition, offset))
 
     def next_read(self, partition: int = 0, topic: str = "duanka.identity-events") -> int:
         """Where a restart would read `topic`'s partition from: its committed offset."""
@@ -415,24 +427,86 @@ async def test_envelopes_are_committed_in_the_order_read() -> None:
 
 
 @async_test
+async def test_an_envelope_faust_left_out_is_read_again_before_those_after_it() -> None:
+    """Faust's stream can skip envelopes around a start and deliver some twice (positions.py)."""
+    wiring = FakeWiring()
+    stage = identity_stage(wiring)
+    watched = BEIJING[2]
+    entry = WatchEntry("all", date(2025, 1, 1), date(2030, 1, 1), "credit_punishment")
+    listed = Envelope("identity", [WatchItem("list/0", key_of(watched), entry)], {})
+    opening = ev(T0, id=watched)
+    await stage.take(Message(BANKS_QUIET, offset=1))
+    # faust delivers 3 without 2 (the entry): the stage sends faust back to 2 and drops 3
+    await stage.take(Message(events_envelope("sims/0", [opening]), offset=3))
+    assert wiring.rereads == [(stage.topic, 0, 2)]
+    assert stage.parts[0][0].read_to == 1
+    # what faust had fetched already still comes before the seek takes: dropped, no new seek
+    await stage.take(Message(BANKS_QUIET, offset=4))
+    assert wiring.rereads == [(stage.topic, 0, 2)]
+    # read again from 2, with a repeat of 1 on the way
+    await stage.take(Message(BANKS_QUIET, offset=1))
+    await stage.take(Message(encode_envelope(listed), offset=2))
+    await stage.take(Message(events_envelope("sims/0", [opening]), offset=3))
+    await stage.take(Message(BANKS_QUIET, offset=4))
+    await settle(stage)
+    assert alert_rules(wiring.sender.values("police.alerts")) == ["watchlist_hit"]
+    await stage.flush()
+    assert wiring.next_read() == 5
+    assert [p.offset for p in stage.parts[0][0].unacked] == []
+
+
+@async_test
+async def test_a_partition_starts_at_its_committed_offset() -> None:
+    wiring = FakeWiring()
+    wiring.committed[("duanka.identity-events", 0)] = 7
+    stage = identity_stage(wiring)
+    await stage.take(Message(BANKS_QUIET, offset=6))  # committed before: read already
+    await stage.take(Message(BANKS_QUIET, offset=7))
+    assert stage.parts[0][0].read_to == 7 and wiring.rereads == []
+
+
+@async_test
+async def test_envelopes_gone_from_kafka_are_passed_over() -> None:
+    """Retention took what was never committed (a worker down for days): nothing to wait for."""
+    wiring = FakeWiring()
+    stage = identity_stage(wiring)
+    await stage.take(Message(BANKS_QUIET, offset=1))
+    wiring.start = 10
+    await stage.take(Message(BANKS_QUIET, offset=10))
+    assert stage.parts[0][0].read_to == 10 and wiring.rereads == []
+
+
+@async_test
+async def test_a_seek_that_brings_nothing_is_made_again() -> None:
+    wiring = FakeWiring()
+    stage = identity_stage(wiring)
+    await stage.take(Message(BANKS_QUIET, offset=2))
+    await stage.take(Message(BANKS_QUIET, offset=3))
+    assert len(wiring.rereads) == 1
+    stage.parts[0][0].rereading = time.monotonic() - 60
+    await stage.take(Message(BANKS_QUIET, offset=4))
+    assert wiring.rereads == [(stage.topic, 0, 1)] * 2
+
+
+@async_test
 async def test_revoked_partitions_flush_forget_what_they_held_and_take_nothing_more() -> None:
     wiring = FakeWiring()
     stage = identity_stage(wiring)
     done = ev(T0, id=GANSU[1])
-    await stage.take(Message(BANKS_QUIET, partition=1, offset=0))
-    await stage.take(Message(events_envelope("sims/0", [done]), partition=1, offset=1))
+    await stage.take(Message(BANKS_QUIET, partition=1, offset=1))
+    await stage.take(Message(events_envelope("sims/0", [done]), partition=1, offset=2))
     await settle(stage)
     held = ev(T0 + DAY, id=GANSU[0])  # came after the view of the ends: waits for the next
-    await stage.take(Message(events_envelope("sims/0", [held]), partition=1, offset=2))
+    await stage.take(Message(events_envelope("sims/0", [held]), partition=1, offset=3))
     assert len(stage.parts[1][0].merge) == 1
     tp = type("TP", (), {"topic": stage.topic, "partition": 1})()
     await stage.on_revoked({tp})
     assert 1 not in stage.parts
-    assert wiring.next_read(1) == 2  # what was done is committed on the way out
-    await stage.take(Message(events_envelope("sims/0", [held]), partition=1, offset=3))
+    assert wiring.next_read(1) == 3  # what was done is committed on the way out
+    await stage.take(Message(events_envelope("sims/0", [held]), partition=1, offset=4))
     assert 1 not in stage.parts
     await stage.flush()
-    assert wiring.next_read(1) == 2  # the next owner reads the held one again
+    assert wiring.next_read(1) == 3  # the next owner reads the held one again
 
 
 @async_test
@@ -477,18 +551,20 @@ async def test_the_agent_stage_waits_for_every_identity_partition() -> None:
         ev(T0 + n * DAY, id=people[n], agent_id="A-1", **NOT_IN_PERSON) for n in range(PARTITIONS)
     ]
     for partition, event in enumerate(events):
-        await identities.take(Message(events_envelope("sims/0", [event]), partition, offset=0))
-        await identities.take(Message(BANKS_QUIET, partition, offset=0))
+        await identities.take(Message(events_envelope("sims/0", [event]), partition, offset=1))
+        await identities.take(Message(BANKS_QUIET, partition, offset=2))
     await settle(identities, "banks/0")
     target = partition_of(b"A-1", PARTITIONS)
     fed = 0
+    read = wiring.start  # the offset of the next envelope on the target partition
 
     async def feed_agents() -> None:
-        nonlocal fed
+        nonlocal fed, read
         sent = [s for s in wiring.sender.sent if s.topic == "duanka.agent-signals"]
         for s in sent[fed:]:
             if s.partition == target:
-                await agents.take(Message(s.value, target, offset=0))
+                await agents.take(Message(s.value, target, offset=read))
+                read += 1
         fed = len(sent)
 
     await feed_agents()
@@ -497,7 +573,7 @@ async def test_the_agent_stage_waits_for_every_identity_partition() -> None:
     assert len(merge) == 1 and merge.released == event_order(events[0])
     done = Mark(event_order(events[-1]), 0)
     caught_up = Envelope("identity", [], {"sims/0": done})
-    await identities.take(Message(encode_envelope(caught_up), 0, offset=0))
+    await identities.take(Message(encode_envelope(caught_up), 0, offset=3))
     await feed_agents()
     assert len(merge) == 0 and merge.released == event_order(events[-1])
     assert set(merge.marks) == {f"duanka.identity-events/{p}" for p in range(PARTITIONS)}
