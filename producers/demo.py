@@ -97,7 +97,7 @@ def expected_results(
     out = io.BytesIO()
     summary = replay(
         events or files.events,
-        Engine(settings.rules),
+        Engine(settings.rules, implicated=settings.implicated),
         pseudonymizer,
         out,
         io.BytesIO(),

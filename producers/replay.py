@@ -16,7 +16,7 @@ from rules.config import Settings
 from rules.engine import Engine
 from rules.errors import DuankaError
 from rules.pseudonym import Pseudonymizer, pseudonym_key
-from rules.replay import Checks, ReplaySummary, replay, replay_in_two
+from rules.replay import Checks, Implications, ReplaySummary, replay, replay_in_two
 
 DEV_KEY_NOTE = (
     "note: pseudonyms use the built-in development key; alerts match a worker's only "
@@ -56,13 +56,16 @@ def run_replay(
     checks: Path | None = None,
     decisions: Path | None = None,
     cases: Path | None = None,
+    implicated: Path | None = None,
+    traces: Path | None = None,
 ) -> int:
     """Replay `events`; with `checks`, decisions go to `decisions` (or OUT.decisions.jsonl).
 
     The cases the alerts form go to `cases` (or cases.jsonl beside OUT), one
-    `duanka.case/1` document a line, by case id.
+    `duanka.case/1` document a line, by case id. With `implicated`, the
+    numbers' traces go to `traces` (or traces.jsonl beside OUT).
     """
-    for path in (events, watchlist, holdings, checks):
+    for path in (events, watchlist, holdings, checks, implicated):
         if path is not None and not path.is_file():
             raise DuankaError(f"{path}: no such file")
     pseudonymizer = Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
@@ -86,10 +89,17 @@ def run_replay(
                 Checks(checks, pseudonymizer, check.reservation_ttl_s, check.remember_s),
                 files.enter_context(decisions.open("wb")),
             )
+        reports = None
+        if implicated is not None:
+            traces = traces or out.with_name("traces.jsonl")
+            if traces.resolve() in (out.resolve(), cases.resolve()):
+                raise DuankaError(f"{traces}: the traces need a file of their own")
+            traced = files.enter_context(traces.open("w+b"))
+            reports = Implications(implicated, pseudonymizer, traced)
         try:
             summary = run(
                 events,
-                Engine(settings.rules),
+                Engine(settings.rules, implicated=settings.implicated),
                 pseudonymizer,
                 alerts,
                 rejected,
@@ -98,6 +108,7 @@ def run_replay(
                 holdings=holdings,
                 checks=answered,
                 cases=kept,
+                implicated=reports,
             )
         finally:
             bar.close()
@@ -107,6 +118,8 @@ def run_replay(
                 written.write(orjson.dumps(document) + b"\n")
     print(summary_table(summary, time.perf_counter() - started, settings), file=sys.stderr)
     print(f"{len(documents):,} cases written to {cases}", file=sys.stderr)
+    if implicated is not None:
+        print(f"{summary.traced:,} implicated numbers traced to {traces}", file=sys.stderr)
     return 0
 
 
@@ -123,6 +136,11 @@ def summary_table(summary: ReplaySummary, seconds: float, settings: Settings) ->
     if summary.holdings_loaded or summary.holdings_rejected:
         rows.append(("holdings snapshots", f"{summary.holdings_loaded:,}"))
         rows.append(("holdings rejected", f"{summary.holdings_rejected:,}"))
+    if summary.implicated_read or summary.implicated_rejected:
+        rows.append(("implicated numbers", f"{summary.implicated_read:,}"))
+        rows.append(("  traced", f"{summary.traced:,}"))
+        rows.append(("  no opening known", f"{summary.implicated_unknown:,}"))
+        rows.append(("  rejected", f"{summary.implicated_rejected:,}"))
     if summary.decisions or summary.checks_rejected:
         for decision in ("allow", "review", "refuse"):
             rows.append((f"checks: {decision}", f"{summary.decisions.get(decision, 0):,}"))

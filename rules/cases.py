@@ -23,6 +23,11 @@ the stream's case table, or a dict in replay. Keys:
     p                      verdicts waiting for an alert not known yet
     v                      standing verdicts counted by rule and status
     m                      the latest alert event time seen
+    i<subject key>         the latest alert about that identity
+
+An `implicated_opener` alert (a card the person opened turned up in a fraud
+case, often months later) joins the case of the person's latest alert
+whatever the time between them, and links by the window like any other too.
 
 Every value holds pseudonyms, keyed tokens and masked values only; a
 verdict's free-text note stays on the police's topic.
@@ -54,6 +59,8 @@ LISTED_LINKS = 1600
 PLACES = ("outlet", "agent")
 KINDS = ("identity", "device", "address", "contact", "outlet", "agent")  # whom a cut keeps first
 LATEST = "m"
+# rules whose alerts join the case of the identity's earlier alerts, however long before
+JOINS_PERSON = frozenset({"implicated_opener"})
 PENDING = "p"
 VERDICTS = "v"
 
@@ -253,6 +260,12 @@ class Cases:
                     found.add(self.case_of(other))
             insort(entries, [ts, alert_id, about])
             store.put(key, entries)
+        if subject["kind"] == "identity":
+            person = "i" + str(subject["key"])
+            latest_about = store.get(person)
+            if alert["rule_id"] in JOINS_PERSON and latest_about is not None:
+                found.add(self.case_of(latest_about))
+            store.put(person, alert_id)
         target, changed = self._join(found, ts, alert_id, str(alert["severity"]))
         store.put(
             "a" + alert_id,

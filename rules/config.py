@@ -40,6 +40,7 @@ class Topics:
     outlet_events: str = "duanka.outlet-events"
     agent_signals: str = "duanka.agent-signals"
     case_links: str = "duanka.case-links"
+    implicated: str = "police.implicated"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -123,6 +124,19 @@ class CaseSettings:
     @property
     def unknown_grace_s(self) -> int:
         return parse_duration(self.unknown_grace)
+
+
+@dataclass(frozen=True, slots=True)
+class ImplicatedSettings:
+    """Implicated cards: numbers found in fraud cases traced to their openings (CASES.md)."""
+
+    # how long the engine keeps an opening to trace a number to (a report
+    # of a card opened longer ago matches nothing)
+    retention: str = "730d"
+
+    @property
+    def retention_s(self) -> int:
+        return parse_duration(self.retention)
 
 
 LINK_ATTRIBUTES = ("identity", "device", "contact", "address", "outlet", "agent")
@@ -321,6 +335,22 @@ class AgentFlagSettings(WindowedRuleConfig):
 
 
 @dataclass(frozen=True, slots=True)
+class ImplicatedOpenerSettings(RuleConfig):
+    """`implicated_opener`: a card this identity opened turned up in a fraud case."""
+
+    action: str = "report"
+
+
+@dataclass(frozen=True, slots=True)
+class ImplicatedPlaceSettings(WindowedRuleConfig):
+    """`outlet_implicated`, `agent_implicated` (谁开卡谁负责, 一案双查)."""
+
+    cooldown: str = "90d"
+    window: str = "90d"
+    cards: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSettings:
     sim_churn: ChurnSettings = field(default_factory=ChurnSettings)
     sim_mail_out_of_province: MailRuleSettings = field(default_factory=MailRuleSettings)
@@ -334,6 +364,9 @@ class RuleSettings:
     agent_flag_rate: AgentFlagSettings = field(default_factory=AgentFlagSettings)
     sim_carrier_limit: CarrierLimitSettings = field(default_factory=CarrierLimitSettings)
     bank_type1_limit: TypeOneLimitSettings = field(default_factory=TypeOneLimitSettings)
+    implicated_opener: ImplicatedOpenerSettings = field(default_factory=ImplicatedOpenerSettings)
+    outlet_implicated: ImplicatedPlaceSettings = field(default_factory=ImplicatedPlaceSettings)
+    agent_implicated: ImplicatedPlaceSettings = field(default_factory=ImplicatedPlaceSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +380,7 @@ class Settings:
     check: CheckSettings = field(default_factory=CheckSettings)
     cases: CaseSettings = field(default_factory=CaseSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    implicated: ImplicatedSettings = field(default_factory=ImplicatedSettings)
 
 
 def default_config_path() -> Path | None:
@@ -386,7 +420,17 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
 
 def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -> Settings:
     """Build Settings from a parsed config document, naming the key of any error."""
-    sections = {"kafka", "topics", "pseudonym", "worker", "rules", "check", "cases", "console"}
+    sections = {
+        "kafka",
+        "topics",
+        "pseudonym",
+        "worker",
+        "rules",
+        "check",
+        "cases",
+        "console",
+        "implicated",
+    }
     _reject_unknown(document, sections, origin)
     kafka = _section(document, "kafka", origin)
     _reject_unknown(kafka, {"bootstrap", "security"}, f"{origin}: kafka")
@@ -404,6 +448,7 @@ def settings_from_mapping(document: Mapping[str, Any], origin: str = "config") -
         check=_check(_section(document, "check", origin), f"{origin}: check"),
         cases=_cases(_section(document, "cases", origin), f"{origin}: cases"),
         console=_console(_section(document, "console", origin), f"{origin}: console"),
+        implicated=_implicated(_section(document, "implicated", origin), f"{origin}: implicated"),
     )
 
 
@@ -423,6 +468,12 @@ def _cases(section: Mapping[str, Any], where: str) -> CaseSettings:
     _durations(built, ("window", "unknown_grace"), where)
     for name in built.link_by:
         _choice(name, LINK_ATTRIBUTES, f"{where}.link_by")
+    return built
+
+
+def _implicated(section: Mapping[str, Any], where: str) -> ImplicatedSettings:
+    built: ImplicatedSettings = _build(ImplicatedSettings, section, where)
+    _durations(built, ("retention",), where)
     return built
 
 
@@ -477,7 +528,7 @@ def _rule(cls: type[RuleConfig], section: Mapping[str, Any], where: str) -> Rule
                 parse_duration(value)
             except ConfigError as exc:
                 raise ConfigError(f"{where}.{name}: {exc}") from exc
-    for name in ("cancels", "activations", "banks", "nonlocal_openings", "identities"):
+    for name in ("cancels", "activations", "banks", "nonlocal_openings", "identities", "cards"):
         if getattr(built, name, 1) < 1:
             raise ConfigError(f"{where}.{name} must be at least 1")
     for name in ("sims", "accounts"):  # a limit of 0: no opening at all is allowed

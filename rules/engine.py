@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from rules.agent import AgentFlagRate
 from rules.alert import Alert, Evidence
 from rules.cases import LinkRow, agent_links, identity_links, outlet_links
-from rules.config import RuleConfig, RuleSettings
+from rules.config import ImplicatedSettings, RuleConfig, RuleSettings
 from rules.event import PseudonymousEvent
 from rules.holdings import Snapshot
 from rules.identity import (
@@ -30,6 +30,18 @@ from rules.identity import (
     TwoCardsCombo,
     WatchlistHit,
     identity_alert,
+)
+from rules.implicated import (
+    ImplicatedPlace,
+    NumberState,
+    Opened,
+    PlaceState,
+    Report,
+    Trace,
+    number_key,
+    opener_alert,
+    opener_links,
+    place_links,
 )
 from rules.outlet import ONLINE, GangBatchOpen, OutletNonlocalSurge, outlet_alert
 from rules.state import (
@@ -62,12 +74,36 @@ class Decision:
     alerts: list[Alert] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Traced:
+    """What an implicated number's report did: the opening it traced to (None: none known)."""
+
+    applied: bool
+    trace: Trace | None = None
+    alerts: list[Alert] = field(default_factory=list)
+
+
 class Engine:
     """Evaluates the enabled rules; `clock` gives `detected_at`."""
 
-    def __init__(self, settings: RuleSettings, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        settings: RuleSettings,
+        clock: Clock = utc_now,
+        implicated: ImplicatedSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.number_retention = (implicated or ImplicatedSettings()).retention_s
+        self.opener = settings.implicated_opener if settings.implicated_opener.enabled else None
+        self.places = {
+            kind: ImplicatedPlace(kind, config, self.number_retention)
+            for kind, config in (
+                ("outlet", settings.outlet_implicated),
+                ("agent", settings.agent_implicated),
+            )
+            if config.enabled
+        }
         candidates: list[tuple[RuleConfig, IdentityRule]] = [
             (settings.sim_churn, SimChurn(settings.sim_churn)),
             (
@@ -256,6 +292,46 @@ class Engine:
         expire_cooldowns(state.cooldowns, state.flags.latest)
         return decision
 
+    # -- implicated numbers
+
+    def keep_opening(self, state: NumberState, event: PseudonymousEvent) -> bool:
+        """Keep the opening that created a number, to trace reports of it; False if known."""
+        opened = Opened.of(event)
+        if not state.add(opened):
+            return False
+        state.prune(state.openings[-1].ts - self.number_retention)
+        return True
+
+    def trace(self, state: NumberState, report: Report) -> Traced:
+        """Trace a report to its opening, and the identity's alert (once per case_ref)."""
+        if report.case_ref in state.reports:
+            return Traced(applied=False)
+        state.reports.append(report.case_ref)
+        opening = state.opening_for(report, self.number_retention)
+        if opening is None:
+            return Traced(applied=True)
+        trace = Trace(report, opening)
+        alerts = [] if self.opener is None else [opener_alert(self.opener, trace, self.clock())]
+        return Traced(True, trace, alerts)
+
+    @staticmethod
+    def places_of(trace: Trace) -> list[tuple[str, str]]:
+        """(kind, key) of the outlet and the staff member a trace holds to account."""
+        found = []
+        if trace.opening.outlet_id and trace.opening.outlet_id != ONLINE:
+            found.append(("outlet", trace.opening.outlet_id))
+        if trace.opening.agent_id:
+            found.append(("agent", trace.opening.agent_id))
+        return found
+
+    def screen_place(self, kind: str, key: str, state: PlaceState, trace: Trace) -> Decision:
+        """Count an implicated card against its outlet or staff member."""
+        rule = self.places.get(kind)
+        if rule is None:
+            return Decision(applied=False)
+        applied, alert = rule.screen(state, key, trace, self.clock())
+        return Decision(applied, [] if alert is None else [alert])
+
 
 def _hold(state: IdentityState, event: PseudonymousEvent, ts: float) -> None:
     """What the event changes in the identity's holdings at its source (CHECK.md)."""
@@ -300,6 +376,8 @@ class Screening:
         self.identities: dict[str, IdentityState] = {}
         self.outlets: dict[str, OutletState] = {}
         self.agents: dict[str, AgentState] = {}
+        self.numbers: dict[tuple[str, str], NumberState] = {}
+        self.places: dict[tuple[str, str], PlaceState] = {}
 
     def hold(self, subject_key: str, snapshot: Snapshot) -> None:
         state = self.identities.get(subject_key)
@@ -326,7 +404,34 @@ class Screening:
 
     def screen(self, event: PseudonymousEvent) -> list[Alert]:
         """Alerts for one event: its identity's, then its agent's, then its outlet's."""
+        self.keep_opening(event)
         return self.screen_people(event) + self.screen_outlet(event)
+
+    def keep_opening(self, event: PseudonymousEvent) -> None:
+        """Keep an opening's number, for the reports of implicated numbers."""
+        number = number_key(event)
+        if number is None:
+            return
+        state = self.numbers.get(number)
+        if state is None:
+            state = self.numbers[number] = NumberState()
+        self.engine.keep_opening(state, event)
+
+    def implicate(self, report: Report) -> tuple[Traced, list[Alert]]:
+        """Trace a report; (what it traced to, every alert: the opener's, then the places')."""
+        number = (report.kind, report.number_key)
+        state = self.numbers.get(number)
+        if state is None:
+            state = self.numbers[number] = NumberState()
+        traced = self.engine.trace(state, report)
+        alerts = list(traced.alerts)
+        if traced.trace is not None:
+            for kind, key in self.engine.places_of(traced.trace):
+                place = self.places.get((kind, key))
+                if place is None:
+                    place = self.places[(kind, key)] = PlaceState()
+                alerts += self.engine.screen_place(kind, key, place, traced.trace).alerts
+        return traced, alerts
 
     def screen_people(self, event: PseudonymousEvent) -> list[Alert]:
         """The identity rules' alerts on one event, then its agent's."""
@@ -352,6 +457,12 @@ class Screening:
         if kind == "agent":
             return agent_links(alert, self.agents[key])
         return identity_links(event)
+
+    def implicated_links(self, alert: Alert, trace: Trace) -> list[LinkRow]:
+        """What an alert a report raised links by, for the cases."""
+        if alert.rule_id == "implicated_opener":
+            return opener_links(trace)
+        return place_links(alert, self.places[(alert.subject.kind, alert.subject.key)])
 
     def screen_outlet(self, event: PseudonymousEvent) -> list[Alert]:
         """The outlet rules' alerts on one event (they depend on no other rule's)."""

@@ -48,6 +48,7 @@ from rules.event import (
     pseudonymous_row,
 )
 from rules.holdings import read_holdings
+from rules.implicated import NO_OPENING, InvalidImplicated, parse_implicated, report_of
 from rules.lines import json_lines
 from rules.pseudonym import Pseudonymizer
 from rules.watchlist import WatchLine, read_watchlist
@@ -76,6 +77,10 @@ class ReplaySummary:
     decisions: Counter[str] = field(default_factory=Counter)  # allow, review, refuse
     refusals: Counter[str] = field(default_factory=Counter)  # by the rule of each block reason
     checks_rejected: int = 0
+    implicated_read: int = 0
+    implicated_rejected: int = 0
+    implicated_unknown: int = 0  # numbers that matched no opening
+    traced: int = 0
 
     @property
     def alert_count(self) -> int:
@@ -260,6 +265,76 @@ class Checks:
             out.write(line + b"\n")
 
 
+class Implications:
+    """A file of implicated numbers, traced among the events at their `reported_at`.
+
+    A report is traced once every event up to its time was screened (after
+    those of the same second), as the stream's merge releases it. Traces go
+    to `traces` as JSON lines (the campaign's figures are counted from them);
+    an invalid record, or a number that matched no opening, is dead-lettered.
+    """
+
+    def __init__(self, path: Path, pseudonymizer: Pseudonymizer, traces: IO[bytes]) -> None:
+        self.path = path
+        self.traces = traces
+        self.items: list[tuple[tuple[float, str, str], Any, int, bytes]] = []
+        self.rejected: list[tuple[int, InvalidImplicated, bytes]] = []
+        for number, raw in json_lines(path):
+            try:
+                report = report_of(parse_implicated(raw), pseudonymizer)
+            except InvalidImplicated as error:
+                self.rejected.append((number, error, raw))
+                continue
+            self.items.append((report.order, report, number, raw))
+        self.items.sort(key=lambda item: item[0])
+        self.start()
+
+    def start(self) -> None:
+        """From the first report again (a pass of replay_in_two that starts over)."""
+        self.next = 0
+        self.rejected_written = False
+        self.traces.seek(0)
+        self.traces.truncate()
+
+    def trace_before(
+        self,
+        key: tuple[float, str, str] | None,
+        screening: Screening,
+        summary: ReplaySummary,
+        out: IO[bytes],
+        deadletter: IO[bytes] | None,
+        cases: Cases | None,
+    ) -> None:
+        """Trace every report that comes before `key` in event-time order (all: None)."""
+        items = self.items
+        source = f"file:{self.path.name}"
+        if key is None and not self.rejected_written:
+            self.rejected_written = True
+            for number, error, raw in self.rejected:
+                summary.implicated_rejected += 1
+                if deadletter is not None:
+                    deadletter.write(encode_dead_letter(source, 0, number, error, raw) + b"\n")
+        while self.next < len(items) and (key is None or items[self.next][0] < key):
+            _, report, number, raw = items[self.next]
+            self.next += 1
+            summary.implicated_read += 1
+            traced, alerts = screening.implicate(report)
+            if traced.applied and traced.trace is None:
+                summary.implicated_unknown += 1
+                if deadletter is not None:
+                    error = InvalidImplicated("number", NO_OPENING)
+                    deadletter.write(encode_dead_letter(source, 0, number, error, raw) + b"\n")
+            if traced.trace is not None:
+                summary.traced += 1
+                self.traces.write(orjson.dumps(traced.trace.row()) + b"\n")
+            for alert in alerts:
+                summary.alerts[alert.rule_id] += 1
+                line = encode_alert(alert)
+                out.write(line + b"\n")
+                if cases is not None and traced.trace is not None:
+                    cases.add(orjson.loads(line), screening.implicated_links(alert, traced.trace))
+
+
 def _seed(
     screening: Screening,
     pseudonymizer: Pseudonymizer,
@@ -285,6 +360,7 @@ def replay(
     holdings: Path | None = None,
     checks: tuple[Checks, IO[bytes]] | None = None,
     cases: Cases | None = None,
+    implicated: Implications | None = None,
 ) -> ReplaySummary:
     """Screen every event of `events`; write alerts (and rejected records) as JSON lines.
 
@@ -314,6 +390,9 @@ def replay(
         pseudonymous = pseudonymise(event, pseudonymizer)
         if checks is not None:
             checks[0].answer_before(_key_of(pseudonymous), screening, summary)
+        if implicated is not None:
+            key = _key_of(pseudonymous)
+            implicated.trace_before(key, screening, summary, out, deadletter, cases)
         for alert in screening.screen(pseudonymous):
             summary.alerts[alert.rule_id] += 1
             line = encode_alert(alert)
@@ -323,6 +402,8 @@ def replay(
     if checks is not None:
         checks[0].answer_before(None, screening, summary)
         checks[0].write(checks[1], summary)
+    if implicated is not None:
+        implicated.trace_before(None, screening, summary, out, deadletter, cases)
     if progress is not None:
         progress.advance(summary.events_read % 1000)
     return summary
@@ -349,6 +430,7 @@ def replay_in_two(
     holdings: Path | None = None,
     checks: tuple[Checks, IO[bytes]] | None = None,
     cases: Cases | None = None,
+    implicated: Implications | None = None,
 ) -> ReplaySummary:
     """`replay`, with reading, validating and pseudonymising in a second process.
 
@@ -372,6 +454,7 @@ def replay_in_two(
     passes.holdings = holdings
     passes.checks = checks[0] if checks is not None else None
     passes.cases = cases
+    passes.implicated = implicated
     try:
         summary = passes.run(out, deadletter, progress)
         while summary is None:  # the file was out of order: again, sorted
@@ -407,6 +490,7 @@ class _Passes:
         self.holdings: Path | None = None
         self.checks: Checks | None = None
         self.cases: Cases | None = None
+        self.implicated: Implications | None = None
 
     def run(
         self, out: IO[bytes], deadletter: IO[bytes] | None, progress: Progress | None
@@ -418,6 +502,9 @@ class _Passes:
                 load_holdings(self.holdings, run.screening, self.pseudonymizer, run.summary, dead)
             run.checks = self.checks
             run.cases = self.cases
+            run.implicated = self.implicated
+            if self.implicated is not None:
+                self.implicated.start()
             if self.cases is not None:
                 self.cases.clear()  # a second pass starts the cases again
             if self.checks is not None:
@@ -450,6 +537,7 @@ class _Run:
         self.screening = Screening(engine)
         self.checks: Checks | None = None
         self.cases: Cases | None = None
+        self.implicated: Implications | None = None
         for line in entries:
             _watch_line(line, watchlist, self.screening, pseudonymizer, self.summary, dead)
 
@@ -470,6 +558,8 @@ class _Run:
             if kind == "end":
                 if self.checks is not None:
                     self.checks.answer_before(None, screening, summary)
+                if self.implicated is not None:
+                    self.implicated.trace_before(None, screening, summary, out, dead, self.cases)
                 return bool(body)
             for entry in body:
                 summary.events_read += 1
@@ -481,6 +571,9 @@ class _Run:
                 event = pseudonymous_from_row(entry[1])
                 if self.checks is not None:
                     self.checks.answer_before(_key_of(event), screening, summary)
+                if self.implicated is not None:
+                    key = _key_of(event)
+                    self.implicated.trace_before(key, screening, summary, out, dead, self.cases)
                 for alert in screening.screen(event):
                     summary.alerts[alert.rule_id] += 1
                     line = encode_alert(alert)

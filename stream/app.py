@@ -306,7 +306,7 @@ def create_app(
     wiring = Wiring(
         settings,
         pseudonymizer,
-        engine or Engine(settings.rules),
+        engine or Engine(settings.rules, implicated=settings.implicated),
         metrics or WorkerMetrics(),
         origins,
     )

@@ -492,6 +492,16 @@ def _add_replay(commands: Commands) -> None:
         type=Path,
         help="where the cases the alerts form go (default: cases.jsonl beside OUT)",
     )
+    replay.add_argument(
+        "--implicated",
+        type=Path,
+        help="duanka.implicated/1 numbers found in fraud cases, traced at their reported_at",
+    )
+    replay.add_argument(
+        "--traces",
+        type=Path,
+        help="where the implicated numbers' traces go (default: traces.jsonl beside OUT)",
+    )
     replay.add_argument("--deadletter", type=Path, help="rejected records, as JSON lines")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.add_argument(
@@ -520,6 +530,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         checks=args.checks,
         decisions=args.decisions,
         cases=args.cases,
+        implicated=args.implicated,
+        traces=args.traces,
     )
 
 

@@ -182,3 +182,6 @@ ALL_RULES = {
     "sim_carrier_limit",
     "bank_type1_limit",
 }
+# CASES.md: numbers the police found in fraud cases, traced to their openings
+IMPLICATED_RULES = {"implicated_opener", "outlet_implicated", "agent_implicated"}
+ALL_RULES |= IMPLICATED_RULES

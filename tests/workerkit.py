@@ -331,7 +331,7 @@ def replay_alerts(
     """What `duanka replay` gives for the same files and settings, by alert_id."""
     settings = load_settings(run.config, environ={})
     out = io.BytesIO()
-    engine = Engine(settings.rules)
+    engine = Engine(settings.rules, implicated=settings.implicated)
     pseudonymizer = Pseudonymizer(KEY.encode())
     replay(events, engine, pseudonymizer, out, watchlist=watchlist, holdings=holdings)
     return by_alert_id(out.getvalue().splitlines())

@@ -115,6 +115,7 @@ def test_topic_names_cover_every_topic() -> None:
         "outlet_events": "duanka.outlet-events",
         "agent_signals": "duanka.agent-signals",
         "case_links": "duanka.case-links",
+        "implicated": "police.implicated",
     }
 
 

@@ -21,6 +21,7 @@ from rulekit import (
     DAY,
     GANSU,
     HOUR,
+    IMPLICATED_RULES,
     MINUTE,
     SECOND,
     T0,
@@ -369,7 +370,8 @@ def test_alerts_do_not_depend_on_how_the_events_are_batched() -> None:
     check()
     # the stories are not noise: most of them alert, and every rule fires somewhere
     assert sum(examples) >= len(examples) / 2, (sum(examples), len(examples))
-    assert set(fired) == ALL_RULES, fired
+    # the stories hold no implicated numbers: tests/unit/test_implicated.py has those rules
+    assert set(fired) == ALL_RULES - IMPLICATED_RULES, fired
 
 
 @given(stories(max_span=300 * DAY), SETTINGS)
