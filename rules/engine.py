@@ -310,7 +310,10 @@ class Engine:
         opening = state.opening_for(report, self.number_retention)
         if opening is None:
             return Traced(applied=True)
-        trace = Trace(report, opening)
+        first = opening.ref not in state.cards
+        if first:
+            state.cards.append(opening.ref)
+        trace = Trace(report, opening, first)
         alerts = [] if self.opener is None else [opener_alert(self.opener, trace, self.clock())]
         return Traced(True, trace, alerts)
 

@@ -231,6 +231,7 @@ class NumberState:
 
     openings: list[Opened] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)  # case_refs traced, to count each once
+    cards: list[str] = field(default_factory=list)  # openings (refs) found implicated so far
 
     def add(self, opened: Opened) -> bool:
         """Keep an opening; False if it is known already."""
@@ -258,12 +259,12 @@ class NumberState:
 
 
 def encode_number(state: NumberState) -> bytes:
-    return orjson.dumps([[o.to_list() for o in state.openings], state.reports])
+    return orjson.dumps([[o.to_list() for o in state.openings], state.reports, state.cards])
 
 
 def decode_number(raw: bytes) -> NumberState:
-    openings, reports = orjson.loads(raw)
-    return NumberState([Opened.from_list(row) for row in openings], reports)
+    openings, reports, cards = orjson.loads(raw)
+    return NumberState([Opened.from_list(row) for row in openings], reports, cards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +273,7 @@ class Trace:
 
     report: Report
     opening: Opened
+    first: bool = True  # the first report of this card (its opening): the figures count it
 
     @property
     def days(self) -> float:
@@ -296,6 +298,7 @@ class Trace:
             "channel": o.channel,
             "subject_key": o.subject_key,
             "event_id": o.event_id,
+            "first": self.first,
         }
 
 

@@ -375,3 +375,23 @@ def test_replay_traces_a_file_of_numbers_among_the_events(tmp_path: Path) -> Non
         ("number", True),
     ]
     assert not any(b"1390000" in line for line in traces.getvalue().splitlines())
+
+
+def test_the_figures_count_each_card_once_by_day_and_place() -> None:
+    from rules.figures import Figures
+
+    s = Screening(engine())
+    numbers = open_cards(s, [0, 0, 5], agent_id="A-1")
+    rows = []
+    for n, number in enumerate([*numbers, numbers[0]]):  # the first card in a second case
+        traced, _ = s.implicate(reported((30 + n) * DAY, number, f"c{n}"))
+        assert traced.trace is not None
+        rows.append(traced.trace.row())
+    assert [r["first"] for r in rows] == [True, True, True, False]
+    figures = Figures.of(rows)
+    assert figures.cards == 3
+    assert sorted(figures.by_day.values()) == [1, 2]
+    assert figures.top("agent_id") == [("A-1", 3)]
+    assert figures.by["channel"] == {"counter": 3}
+    assert dict(figures.day_buckets())["≤ 30"] == 2  # 30 and 27 days
+    assert dict(figures.day_buckets())["≤ 60"] == 1  # 31 days
