@@ -41,6 +41,9 @@ class Topics:
     agent_signals: str = "duanka.agent-signals"
     case_links: str = "duanka.case-links"
     implicated: str = "police.implicated"
+    number_events: str = "duanka.number-events"
+    place_events: str = "duanka.place-events"
+    traces: str = "duanka.traces"
     partitions: int = 4
     replication_factor: int = 1
 

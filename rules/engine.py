@@ -294,9 +294,8 @@ class Engine:
 
     # -- implicated numbers
 
-    def keep_opening(self, state: NumberState, event: PseudonymousEvent) -> bool:
+    def keep_opening(self, state: NumberState, opened: Opened) -> bool:
         """Keep the opening that created a number, to trace reports of it; False if known."""
-        opened = Opened.of(event)
         if not state.add(opened):
             return False
         state.prune(state.openings[-1].ts - self.number_retention)
@@ -418,7 +417,7 @@ class Screening:
         state = self.numbers.get(number)
         if state is None:
             state = self.numbers[number] = NumberState()
-        self.engine.keep_opening(state, event)
+        self.engine.keep_opening(state, Opened.of(event))
 
     def implicate(self, report: Report) -> tuple[Traced, list[Alert]]:
         """Trace a report; (what it traced to, every alert: the opener's, then the places')."""

@@ -61,7 +61,15 @@ from stream.outbox import Timing
 from stream.positions import Positions
 from stream.reader import InputReader
 from stream.sender import Sender
-from stream.stages import AgentStage, CaseStage, IdentityStage, OutletStage, Stage
+from stream.stages import (
+    AgentStage,
+    CaseStage,
+    IdentityStage,
+    NumberStage,
+    OutletStage,
+    PlaceStage,
+    Stage,
+)
 from stream.topics import CASE_PARTITIONS, CASE_TABLE, TABLES
 
 log = logging.getLogger("duanka.worker")
@@ -127,6 +135,8 @@ class Wiring:
         self.outlet_topic = self.app.topic(topics.outlet_events, acks=False, **RAW)
         self.agent_topic = self.app.topic(topics.agent_signals, acks=False, **RAW)
         self.case_topic = self.app.topic(topics.case_links, acks=False, **RAW)
+        self.number_topic = self.app.topic(topics.number_events, acks=False, **RAW)
+        self.place_topic = self.app.topic(topics.place_events, acks=False, **RAW)
         # bytes keys and values: faust then stores them as they are (raw)
         tables: dict[str, Any] = {
             "key_type": bytes,
@@ -134,7 +144,7 @@ class Wiring:
             "default": None,
             "partitions": topics.partitions,
         }
-        self.identities, self.outlets, self.agents = (
+        self.identities, self.outlets, self.agents, self.numbers, self.places = (
             self.app.Table(name, **tables) for name in TABLES if name != CASE_TABLE
         )
         self.cases = self.app.Table(CASE_TABLE, **(tables | {"partitions": CASE_PARTITIONS}))
@@ -228,8 +238,10 @@ class Wiring:
             topics.outlet_events,
             topics.agent_signals,
             topics.case_links,
+            topics.number_events,
+            topics.place_events,
         ]
-        tables = [self.identities, self.outlets, self.agents, self.cases]
+        tables = [self.identities, self.outlets, self.agents, self.cases, self.numbers, self.places]
         return WorkerProbe(self.app, self.metrics, consumed, tables, reader.lag)
 
 
@@ -262,7 +274,7 @@ class Pipeline(mode.Service):
     @mode.Service.task
     async def _watch_ends(self) -> None:
         """Tell the stages fed by the reader where the inputs end, every `tick_ms`."""
-        merging = [stage for stage in self.stages if stage.kind in ("identity", "outlet")]
+        merging = [s for s in self.stages if s.kind in ("identity", "outlet", "number")]
         interval = self.wiring.settings.worker.tick_ms / 1000
         while not self.should_stop:
             counts = [stage.counts() for stage in merging]
@@ -290,6 +302,34 @@ class Pipeline(mode.Service):
         await self.wiring.sender.stop()
 
 
+def make_stages(wiring: Wiring, origins: frozenset[str]) -> list[Stage[Any]]:
+    """The stages, each a faust agent over its topic, with the timers they need."""
+    app, settings = wiring.app, wiring.settings
+    topics = settings.topics
+    lists = (f"{topics.watchlist}/", f"{topics.holdings}/")
+    reports = f"{topics.implicated}/"
+    events = frozenset(o for o in origins if not o.startswith((*lists, reports)))
+    identities = IdentityStage(wiring, frozenset(o for o in origins if not o.startswith(reports)))
+    outlets = OutletStage(wiring, events)
+    agents = AgentStage(wiring)
+    cases = CaseStage(wiring)
+    numbers = NumberStage(wiring, frozenset(o for o in origins if not o.startswith(lists)))
+    places = PlaceStage(wiring)
+    app.agent(wiring.identity_topic, name="screen-identity")(identities.run)
+    app.agent(wiring.outlet_topic, name="screen-outlet")(outlets.run)
+    app.agent(wiring.agent_topic, name="screen-agent")(agents.run)
+    app.agent(wiring.case_topic, name="keep-cases")(cases.run)
+    app.agent(wiring.number_topic, name="trace-numbers")(numbers.run)
+    app.agent(wiring.place_topic, name="screen-places")(places.run)
+    app.timer(settings.worker.tick_ms / 1000)(identities.tick)
+    app.timer(settings.worker.tick_ms / 1000)(numbers.tick)
+    app.timer(1.0)(cases.tick)
+    stages: list[Stage[Any]] = [identities, outlets, agents, cases, numbers, places]
+    for stage in stages:
+        app.timer(settings.worker.commit_ms / 4000)(stage.flush_if_due)
+    return stages
+
+
 def create_app(
     settings: Settings,
     pseudonymizer: Pseudonymizer,
@@ -311,21 +351,7 @@ def create_app(
         origins,
     )
     app = wiring.app
-    lists = (f"{settings.topics.watchlist}/", f"{settings.topics.holdings}/")
-    events = frozenset(o for o in origins if not o.startswith(lists))
-    identities = IdentityStage(wiring, origins)
-    outlets = OutletStage(wiring, events)
-    agents = AgentStage(wiring)
-    cases = CaseStage(wiring)
-    stages: list[Stage[Any]] = [identities, outlets, agents, cases]
-    app.agent(wiring.identity_topic, name="screen-identity")(identities.run)
-    app.agent(wiring.outlet_topic, name="screen-outlet")(outlets.run)
-    app.agent(wiring.agent_topic, name="screen-agent")(agents.run)
-    app.agent(wiring.case_topic, name="keep-cases")(cases.run)
-    app.timer(settings.worker.tick_ms / 1000)(identities.tick)
-    app.timer(1.0)(cases.tick)
-    for stage in stages:
-        app.timer(settings.worker.commit_ms / 4000)(stage.flush_if_due)
+    stages = make_stages(wiring, origins)
     reader = InputReader(wiring)
     watch = EndWatch(settings, origins)
     pipeline = Pipeline(wiring, reader, stages, watch, loop=app.loop, beacon=app.beacon)
@@ -379,6 +405,7 @@ def create_app(
         return await (await wiring.sender.send(topic, value, key=key))
 
     console.cases = install_case_pages(app, settings, auth, send)
+    identities = next(stage for stage in stages if isinstance(stage, IdentityStage))
     install_check(app, Checker(wiring, identities))
 
     if pseudonymizer.is_development_key:

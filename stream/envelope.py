@@ -4,6 +4,10 @@
                                               holdings snapshots
     outlet topic   (partition by outlet_id)   events                      from input partitions
     agent topic    (partition by agent_id)    signals of identity alerts  from identity partitions
+    number topic   (partition by number token) openings, implicated      from input partitions
+                                              numbers' reports
+    place topic    (partition by outlet or    traced implicated cards     from number partitions
+                    staff member)
 
 An envelope (`duanka.envelope/1`) holds every item one sender has for one
 partition since it last sent there, and the sender's marks: for each origin
@@ -28,13 +32,14 @@ import orjson
 from rules.errors import InvalidRecord
 from rules.event import PseudonymousEvent, pseudonymous_from_row, pseudonymous_row
 from rules.holdings import Snapshot, snapshot_from_row, snapshot_row
+from rules.implicated import Opened, Report, Trace
 from rules.state import AgentSignal, WatchEntry, signal_from_row, signal_row
 from rules.state import watch_from_row as _watch_from_row
 from rules.state import watch_row as _watch_row
 from stream.ordering import FIRST, Key, Mark
 
 ENVELOPE_SCHEMA = "duanka.envelope/1"
-KINDS = ("identity", "outlet", "agent", "case")
+KINDS = ("identity", "outlet", "agent", "case", "number", "place")
 
 
 def event_order(event: PseudonymousEvent) -> Key:
@@ -146,7 +151,64 @@ class VerdictItem:
     seq = 0
 
 
-Item = EventItem | WatchItem | HoldingItem | SignalItem | PunishItem | CaseItem | VerdictItem
+@dataclass(slots=True)
+class OpenedItem:
+    """The opening that created a number (its token), for the reports of implicated numbers."""
+
+    origin: str
+    kind: str  # sim or account
+    number_key: str
+    opened: Opened
+    key: Key = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.opened.order
+
+    seq = 0
+
+
+@dataclass(slots=True)
+class ReportItem:
+    """A number the police found in a fraud case, by its token; `at` is where it was read."""
+
+    origin: str
+    report: Report
+    at: str  # "topic/partition/offset" of the police's record, for a dead letter
+    key: Key = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.report.order
+
+    seq = 0
+
+
+@dataclass(slots=True)
+class TraceItem:
+    """A traced implicated card, for its outlet's or staff member's count (rules/implicated.py)."""
+
+    origin: str  # the number partition that traced it
+    place: str  # outlet or agent
+    place_key: str
+    trace: Trace
+    seq: int = 0  # 0 for the outlet's copy, 1 for the staff member's
+    key: Key = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.trace.report.order
+
+
+Item = (
+    EventItem
+    | WatchItem
+    | HoldingItem
+    | SignalItem
+    | PunishItem
+    | CaseItem
+    | VerdictItem
+    | OpenedItem
+    | ReportItem
+    | TraceItem
+)
 
 
 @dataclass(slots=True)
@@ -195,6 +257,14 @@ def _item_row(item: Item, origin: int) -> list[Any]:
         return ["c", origin, item.alert, item.links]
     if isinstance(item, VerdictItem):
         return ["v", origin, item.at, item.disposition]
+    if isinstance(item, OpenedItem):
+        return ["o", origin, item.kind, item.number_key, item.opened.to_list()]
+    if isinstance(item, ReportItem):
+        return ["r", origin, item.report.to_list(), item.at]
+    if isinstance(item, TraceItem):
+        trace = item.trace
+        rows = [trace.report.to_list(), trace.opening.to_list(), trace.first]
+        return ["t", origin, item.place, item.place_key, item.seq, *rows]
     return ["s", origin, *_key_row(item.key), item.seq, signal_row(item.signal), item.arrived]
 
 
@@ -239,6 +309,13 @@ def _item(row: list[Any], origins: list[str]) -> Item:
         return CaseItem(origin, row[2], row[3])
     if tag == "v" and len(row) == 4 and type(row[2]) is str and type(row[3]) is dict:
         return VerdictItem(origin, row[2], row[3])
+    if tag == "o" and len(row) == 5 and type(row[2]) is str and type(row[3]) is str:
+        return OpenedItem(origin, row[2], row[3], Opened.from_list(row[4]))
+    if tag == "r" and len(row) == 4 and type(row[3]) is str:
+        return ReportItem(origin, Report.from_list(row[2]), row[3])
+    if tag == "t" and len(row) == 8 and type(row[2]) is str and type(row[4]) is int:
+        trace = Trace(Report.from_list(row[5]), Opened.from_list(row[6]), bool(row[7]))
+        return TraceItem(origin, row[2], row[3], trace, row[4])
     if tag == "s" and len(row) == 8 and type(row[5]) is int:
         return SignalItem(origin, _key(row[2:5]), row[5], signal_from_row(row[6]), _arrived(row[7]))
     raise ValueError("item")

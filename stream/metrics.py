@@ -16,6 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rules.alert import Alert
+from rules.figures import DAY_BUCKETS
+from rules.implicated import Trace
 from stream.internals import committed_offsets, open_databases
 
 log = logging.getLogger("duanka.metrics")
@@ -205,6 +207,44 @@ class WorkerMetrics:
             ["change"],
             registry=self.registry,
         )
+        self.implicated_in = Counter(
+            "duanka_implicated_read",
+            "Numbers the police found in fraud cases, read from their topic (valid ones), by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.implicated_cards = Counter(
+            "duanka_implicated_cards",
+            "Implicated cards (涉案卡) traced to their openings, each once, by carrier or bank, "
+            "province of the outlet and channel of the opening.",
+            ["kind", "source", "province", "channel"],
+            registry=self.registry,
+        )
+        self.implicated_outlet_cards = Counter(
+            "duanka_implicated_outlet_cards",
+            "Implicated cards by the outlet that opened them (谁开卡谁负责).",
+            ["outlet"],
+            registry=self.registry,
+        )
+        self.implicated_agent_cards = Counter(
+            "duanka_implicated_agent_cards",
+            "Implicated cards by the staff member (agent_id) who opened them (一案双查).",
+            ["agent"],
+            registry=self.registry,
+        )
+        self.implicated_days = Histogram(
+            "duanka_implicated_days_to_report",
+            "Days from a card's opening to the police's report of it in a fraud case.",
+            ["kind"],
+            buckets=DAY_BUCKETS,
+            registry=self.registry,
+        )
+        self.implicated_unknown = Counter(
+            "duanka_implicated_unknown",
+            "Implicated numbers that matched no opening (dead-lettered: no opening known).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.dispositions = Counter(
             "duanka_dispositions",
             "Police dispositions taken, by outcome: applied, invalid, pending (its alert not "
@@ -287,6 +327,18 @@ class WorkerMetrics:
         if child is None:
             child = self._events_in[(topic, event_type)] = self.events_in.labels(topic, event_type)
         child.inc()
+
+    def traced(self, trace: Trace) -> None:
+        """Count a traced implicated card in the campaign's figures (its first report only)."""
+        if not trace.first:
+            return
+        o, kind = trace.opening, trace.report.kind
+        self.implicated_cards.labels(kind, o.source, o.region_code[:2], o.channel).inc()
+        if o.outlet_id:
+            self.implicated_outlet_cards.labels(o.outlet_id).inc()
+        if o.agent_id:
+            self.implicated_agent_cards.labels(o.agent_id).inc()
+        self.implicated_days.labels(kind).observe(trace.days)
 
     def stage_delay(self, stage: str, point: str, seconds: float) -> None:
         """How long after it was read the oldest event of an envelope or release got to `point`."""

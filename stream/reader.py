@@ -39,6 +39,7 @@ from rules.disposition import parse_disposition
 from rules.errors import InvalidEvent, InvalidRecord
 from rules.event import EARLIEST_TIME, parse_event, pseudonymise
 from rules.holdings import KEY_SEPARATOR, Snapshot, parse_holding
+from rules.implicated import Opened, number_key, parse_implicated, report_of
 from rules.replay import LATE, sort_key
 from rules.watchlist import is_long, parse_watch, watch_identity
 from stream.envelope import (
@@ -46,6 +47,8 @@ from stream.envelope import (
     EventItem,
     HoldingItem,
     Item,
+    OpenedItem,
+    ReportItem,
     VerdictItem,
     WatchItem,
     encode_envelope,
@@ -77,6 +80,7 @@ class InputReader:
         self.topics = settings.topics
         self.identity_box = Outbox("identity", wiring.partitions, wiring.timing)
         self.outlet_box = Outbox("outlet", wiring.partitions, wiring.timing)
+        self.number_box = Outbox("number", wiring.partitions, wiring.timing)
         self.marks: dict[str, Mark] = {}
         self.assigned: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}  # the next offset to read
@@ -115,7 +119,13 @@ class InputReader:
         """Read until cancelled."""
         consumer = self.consumer = self.make_consumer()
         topics = self.topics
-        inputs = [*topics.inputs, topics.watchlist, topics.holdings, topics.dispositions]
+        inputs = [
+            *topics.inputs,
+            topics.watchlist,
+            topics.holdings,
+            topics.dispositions,
+            topics.implicated,
+        ]
         consumer.subscribe(inputs, listener=Rebalance(self))
         await consumer.start()
         try:
@@ -142,7 +152,7 @@ class InputReader:
 
     def take(
         self, tp: TopicPartition, record: Any, now: float, arrived: float
-    ) -> EventItem | WatchItem | HoldingItem | VerdictItem | None:
+    ) -> EventItem | WatchItem | HoldingItem | VerdictItem | ReportItem | None:
         """The item a record makes (None once it is dead-lettered); moves the partition's mark."""
         origin = origin_of(tp)
         if tp in self.peeking and self.peek(tp, record):
@@ -152,9 +162,11 @@ class InputReader:
         if self.pending_since is None:
             self.pending_since = now
         mark = self.marks.get(origin, Mark(FIRST))
-        item: EventItem | WatchItem | HoldingItem | VerdictItem
+        item: EventItem | WatchItem | HoldingItem | VerdictItem | ReportItem
         try:
-            if tp.topic == self.topics.watchlist:
+            if tp.topic == self.topics.implicated:
+                item = self.report_item(origin, record)
+            elif tp.topic == self.topics.watchlist:
                 item = self.watch_item(origin, record)
             elif tp.topic == self.topics.holdings:
                 item = self.holding_item(origin, record)
@@ -255,13 +267,28 @@ class InputReader:
         at = f"{record.topic}/{record.partition}/{record.offset}"
         return VerdictItem(origin, at, verdict_row(disposition))
 
-    def route(self, items: list[EventItem | WatchItem | HoldingItem | VerdictItem | None]) -> None:
-        """Each item to its identity's partition and, for what outlet rules screen, its outlet's."""
+    def report_item(self, origin: str, record: Any) -> ReportItem:
+        """A number the police found in a fraud case: its token goes on, the number stays here."""
+        report = report_of(parse_implicated(record.value), self.w.pseudonymizer)
+        self.w.metrics.implicated_in.labels(report.kind).inc()
+        return ReportItem(origin, report, f"{record.topic}/{record.partition}/{record.offset}")
+
+    def route(
+        self, items: list[EventItem | WatchItem | HoldingItem | VerdictItem | ReportItem | None]
+    ) -> None:
+        """Each item to its identity's partition and, for what outlet rules screen, its outlet's.
+
+        An opening also goes, as the number it created, to that number's
+        partition of the number topic, and so does a report of an implicated number.
+        """
         engine, partitions = self.w.engine, self.w.partitions
         to_identity: list[EventItem | WatchItem | HoldingItem] = []
+        to_number: list[OpenedItem | ReportItem] = []
         for item in items:
             if isinstance(item, VerdictItem):
                 self.verdicts.append(item)
+            elif isinstance(item, ReportItem):
+                to_number.append(item)
             elif isinstance(item, WatchItem | HoldingItem):
                 to_identity.append(item)
             elif item is not None:
@@ -271,6 +298,15 @@ class InputReader:
                 if engine.screens_outlet(event):
                     target = cached_partition_of(event.outlet_id.encode(), partitions)
                     self.outlet_box.add(target, item)
+                number = number_key(event)
+                if number is not None:
+                    to_number.append(OpenedItem(item.origin, *number, Opened.of(event)))
+        numbers = [
+            (item.number_key if isinstance(item, OpenedItem) else item.report.number_key).encode()
+            for item in to_number
+        ]
+        for number_item, target in zip(to_number, partitions_of(numbers, partitions), strict=True):
+            self.number_box.add(target, number_item)
         keys = [
             (item.event.subject_key if isinstance(item, EventItem) else item.subject_key).encode()
             for item in to_identity
@@ -304,7 +340,7 @@ class InputReader:
     def due(self, now: float) -> bool:
         if self.pending_since is None:
             return True  # marks alone: the outboxes send them when they are due
-        pending = len(self.identity_box) + len(self.outlet_box)
+        pending = len(self.identity_box) + len(self.outlet_box) + len(self.number_box)
         return pending >= MAX_PENDING or now - self.pending_since >= self.linger_s
 
     async def send(self, now: float, commit: bool = False) -> None:
@@ -326,6 +362,7 @@ class InputReader:
             for box, topic in (
                 (self.identity_box, topics.identity_events),
                 (self.outlet_box, topics.outlet_events),
+                (self.number_box, topics.number_events),
             ):
                 for partition, value in box.envelopes(marks, now):
                     futures.append(await sender.send(topic, value, partition=partition))
@@ -358,9 +395,8 @@ class InputReader:
 
     def pending(self) -> str:
         """What a stop now would leave undone (read again at the next start), in a few words."""
-        waiting = (
-            len(self.identity_box) + len(self.outlet_box) + len(self.dead) + len(self.verdicts)
-        )
+        boxes = (self.identity_box, self.outlet_box, self.number_box)
+        waiting = sum(len(box) for box in boxes) + len(self.dead) + len(self.verdicts)
         uncommitted = len(self.uncommitted | self.sent_offsets.keys())
         return (
             f"input reader: {waiting} items not sent, "
@@ -384,7 +420,10 @@ class InputReader:
         """Resume each event partition one record early, to learn the key it had got to."""
         self.assigned = set(assigned)
         for tp in assigned:
-            if tp.topic in (self.topics.watchlist, self.topics.holdings, self.topics.dispositions):
+            topics = self.topics
+            if tp.topic in (topics.watchlist, topics.holdings, topics.dispositions):
+                continue
+            if tp.topic == topics.implicated:  # its records' keys are their reports'
                 continue
             committed = await consumer.committed(tp)
             if committed:

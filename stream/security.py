@@ -181,6 +181,7 @@ def acl_set(settings: Settings, parties: Parties | None = None) -> list[ACL]:
             _acl(user, READ, TOPIC, topics.alerts),
             _acl(user, READ, TOPIC, topics.cases),
             _acl(user, WRITE, TOPIC, topics.dispositions),
+            _acl(user, WRITE, TOPIC, topics.implicated),
             _acl(user, READ, GROUP, user, True),
         ]
     for user in parties.worker:
@@ -191,15 +192,16 @@ def acl_set(settings: Settings, parties: Parties | None = None) -> list[ACL]:
 def _worker_acls(user: str, settings: Settings) -> list[ACL]:
     """The worker reads the inputs, writes alerts, decisions and dead letters, owns its topics.
 
-    The inputs are the events, the watchlist, the holdings snapshots and the
-    police's verdicts; the decisions are the check's audit trail. It also
+    The inputs are the events, the watchlist, the holdings snapshots, the
+    police's verdicts and the numbers they found in fraud cases; the
+    decisions are the check's audit trail. It also
     reads the alert, decision and case topics (the police console, with no
     group), writes the verdicts analysts give in the console, and creates the
     changelog and other topics Faust names after the app id.
     """
     topics = settings.topics
     app_id = settings.worker.app_id
-    inputs = (*topics.inputs, topics.watchlist, topics.holdings)
+    inputs = (*topics.inputs, topics.watchlist, topics.holdings, topics.implicated)
     acls = [_acl(user, READ, TOPIC, name) for name in inputs]
     acls += [
         _acl(user, op, TOPIC, name)
@@ -214,6 +216,9 @@ def _worker_acls(user: str, settings: Settings) -> list[ACL]:
             topics.outlet_events,
             topics.agent_signals,
             topics.case_links,
+            topics.number_events,
+            topics.place_events,
+            topics.traces,
         )
         if not name.startswith(app_id)
     ]

@@ -29,6 +29,17 @@ from rules.alert import Alert, encode_alert
 from rules.cases import Cases, LinkRow, Outcome, agent_links, identity_links, outlet_links
 from rules.deadletter import encode_dead_letter
 from rules.errors import InvalidRecord
+from rules.implicated import (
+    NO_OPENING,
+    NumberState,
+    PlaceState,
+    decode_number,
+    decode_place,
+    encode_number,
+    encode_place,
+    opener_links,
+    place_links,
+)
 from rules.state import (
     AgentState,
     IdentityState,
@@ -47,8 +58,11 @@ from stream.envelope import (
     EventItem,
     HoldingItem,
     Item,
+    OpenedItem,
     PunishItem,
+    ReportItem,
     SignalItem,
+    TraceItem,
     VerdictItem,
     WatchItem,
     decode_envelope,
@@ -599,3 +613,116 @@ class CaseStage(Stage[Any]):
                     for status, n in counts.items():
                         self.w.metrics.verdicts.labels(rule, status).set(n)
             await self.after_screening()
+
+
+def _number_row_key(kind: str, number_key: str) -> bytes:
+    return f"{kind}\x1f{number_key}".encode()
+
+
+class NumberStage(Stage[NumberState]):
+    """Implicated numbers (rules/implicated.py): openings kept by number token, reports traced.
+
+    A report is traced once every origin has passed its `reported_at`, so to
+    the same opening replay finds. The opener's alert goes out from here; the
+    trace goes to the traces topic (the campaign's figures) and, for its
+    outlet and staff member, to the place stage.
+    """
+
+    kind = "number"
+
+    def __init__(self, wiring: Wiring, origins: frozenset[str]) -> None:
+        super().__init__(
+            wiring,
+            wiring.settings.topics.number_events,
+            wiring.numbers,
+            origins,
+            (decode_number, encode_number, NumberState),
+        )
+        self.outbox = Outbox("place", wiring.partitions, wiring.timing)
+
+    async def screen(self, part: Part[NumberState], item: Item) -> None:
+        engine = self.w.engine
+        if isinstance(item, OpenedItem):
+            key = _number_row_key(item.kind, item.number_key)
+            if engine.keep_opening(part.cache.get(key), item.opened):
+                part.cache.changed(key)
+            return
+        assert isinstance(item, ReportItem)
+        report = item.report
+        key = _number_row_key(report.kind, report.number_key)
+        traced = engine.trace(part.cache.get(key), report)
+        if not traced.applied:
+            return
+        part.cache.changed(key)
+        trace = traced.trace
+        if trace is None:
+            await self.no_opening(item)
+            return
+        self.w.metrics.traced(trace)
+        await self.emit(traced.alerts, None, lambda alert: opener_links(trace))
+        topics = self.w.settings.topics
+        row = orjson.dumps(trace.row())
+        self.sends.append(
+            await self.w.sender.send(topics.traces, row, key=report.number_key.encode())
+        )
+        origin = _origin(self.topic, part.partition)
+        for seq, (place, place_key) in enumerate(engine.places_of(trace)):
+            target = cached_partition_of(f"{place}\x1f{place_key}".encode(), self.w.partitions)
+            self.outbox.add(target, TraceItem(origin, place, place_key, trace, seq))
+
+    async def no_opening(self, item: ReportItem) -> None:
+        """Count a number that matched no opening; dead-letter it (its token, not the number)."""
+        report = item.report
+        self.w.metrics.implicated_unknown.labels(report.kind).inc()
+        topic, where, at = item.at.rsplit("/", 2)
+        error = InvalidRecord("number", NO_OPENING)
+        value = orjson.dumps(
+            {
+                "kind": report.kind,
+                "number_key": report.number_key,
+                "case_ref": report.case_ref,
+                "reported_at": report.reported_at,
+                "source": report.source,
+            }
+        )
+        dead = encode_dead_letter(topic, int(where), int(at), error, value)
+        deadletter = self.w.settings.topics.deadletter
+        key = report.number_key.encode()
+        self.sends.append(await self.w.sender.send(deadletter, dead, key=key))
+
+    async def after_screening(self) -> None:
+        """Send traced cards, and how far each partition got, to the place stage when due."""
+        marks = {
+            _origin(self.topic, p): part.merge.progress() for p, (part, _) in self.parts.items()
+        }
+        if not marks:
+            return
+        topic = self.w.settings.topics.place_events
+        for partition, value in self.outbox.envelopes(marks, time.monotonic()):
+            self.sends.append(await self.w.sender.send(topic, value, partition=partition))
+
+
+class PlaceStage(Stage[PlaceState]):
+    """`outlet_implicated` and `agent_implicated`, merged across the number partitions."""
+
+    kind = "place"
+
+    def __init__(self, wiring: Wiring) -> None:
+        topics = wiring.settings.topics
+        origins = frozenset(_origin(topics.number_events, p) for p in range(wiring.partitions))
+        super().__init__(
+            wiring,
+            topics.place_events,
+            wiring.places,
+            origins,
+            (decode_place, encode_place, PlaceState),
+        )
+
+    async def screen(self, part: Part[PlaceState], item: Item) -> None:
+        assert isinstance(item, TraceItem)
+        key = f"{item.place}\x1f{item.place_key}".encode()
+        state = part.cache.get(key)
+        decision = self.w.engine.screen_place(item.place, item.place_key, state, item.trace)
+        if decision.applied:
+            part.cache.changed(key)
+            await self.emit(decision.alerts, None, lambda alert: place_links(alert, state))

@@ -26,7 +26,14 @@ TOPIC_ALREADY_EXISTS = 36
 
 
 # the worker's tables; each has a changelog topic named after the app id
-TABLES = ("identity-state", "outlet-state", "agent-state", "case-state")
+TABLES = (
+    "identity-state",
+    "outlet-state",
+    "agent-state",
+    "case-state",
+    "number-state",
+    "place-state",
+)
 # the cases are one partition: an alert may link to any other
 CASE_TABLE = "case-state"
 CASE_PARTITIONS = 1
@@ -60,7 +67,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     topics = settings.topics
     compact = (("cleanup.policy", "compact"),)
     specs = []
-    internal = {topics.identity_events, topics.outlet_events, topics.agent_signals}
+    internal = {
+        topics.identity_events,
+        topics.outlet_events,
+        topics.agent_signals,
+        topics.number_events,
+        topics.place_events,
+    }
     for name in topics.names().values():
         configs = compact if name in topics.compacted else ()
         partitions = CASE_PARTITIONS if name == topics.case_links else topics.partitions
@@ -158,7 +171,7 @@ def require_topics(settings: Settings, names: list[str], timeout_s: float = 15.0
 def input_origins(settings: Settings) -> frozenset[str]:
     """Every partition of the input topics, as "topic/partition": the stages' origins."""
     topics = settings.topics
-    names = [*topics.inputs, topics.watchlist, topics.holdings]
+    names = [*topics.inputs, topics.watchlist, topics.holdings, topics.implicated]
     admin = admin_client(settings)
     try:
         found = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}

@@ -14,13 +14,18 @@ from rules.alert import Evidence
 from rules.errors import InvalidRecord
 from rules.event import PseudonymousEvent
 from rules.holdings import Snapshot
+from rules.implicated import Opened, Report, Trace
 from rules.state import AgentSignal, WatchEntry
 from stream.envelope import (
     ENVELOPE_SCHEMA,
     Envelope,
     EventItem,
     HoldingItem,
+    Item,
+    OpenedItem,
+    ReportItem,
     SignalItem,
+    TraceItem,
     WatchItem,
     decode_envelope,
     encode_envelope,
@@ -77,6 +82,26 @@ def test_agent_envelopes_round_trip(
     ]
     envelope = Envelope("agent", items, marks)
     assert decode_envelope(encode_envelope(envelope), "agent") == envelope
+
+
+@given(st.lists(pseudonymous_events(), max_size=5), marks)
+def test_number_and_place_envelopes_round_trip(
+    events: list[PseudonymousEvent], marks: dict[str, Mark]
+) -> None:
+    when = datetime(2026, 12, 2, 1, 30, tzinfo=UTC)
+    report = Report("sim", "t:" + "a" * 32, "2026-GS-0311", when.isoformat(), when.timestamp())
+    numbers: list[Item] = [
+        OpenedItem(f"in/{n}", "sim", f"t:{n}", Opened.of(event)) for n, event in enumerate(events)
+    ]
+    numbers.append(ReportItem("implicated/0", report, "police.implicated/0/7"))
+    envelope = Envelope("number", numbers, marks)
+    assert decode_envelope(encode_envelope(envelope), "number") == envelope
+    places: list[Item] = [
+        TraceItem("number/1", "outlet", event.outlet_id, Trace(report, Opened.of(event)), n % 2)
+        for n, event in enumerate(events)
+    ]
+    envelope = Envelope("place", places, marks)
+    assert decode_envelope(encode_envelope(envelope), "place") == envelope
 
 
 @given(pseudonymous_events())

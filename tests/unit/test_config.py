@@ -116,6 +116,9 @@ def test_topic_names_cover_every_topic() -> None:
         "agent_signals": "duanka.agent-signals",
         "case_links": "duanka.case-links",
         "implicated": "police.implicated",
+        "number_events": "duanka.number-events",
+        "place_events": "duanka.place-events",
+        "traces": "duanka.traces",
     }
 
 
