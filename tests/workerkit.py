@@ -30,7 +30,7 @@ from producers.simulator import World, iter_lines
 from rules.config import load_settings
 from rules.engine import Engine
 from rules.pseudonym import Pseudonymizer
-from rules.replay import replay
+from rules.replay import Implications, replay
 from stream.broker import free_port
 from stream.envelope import decode_envelope
 
@@ -49,6 +49,10 @@ TOPIC_NAMES = (
     "outlet_events",
     "agent_signals",
     "case_links",
+    "implicated",
+    "number_events",
+    "place_events",
+    "traces",
 )
 
 
@@ -265,10 +269,11 @@ def short_of(bootstrap: str, group: str, targets: dict[TopicPartition, int]) -> 
 def stages_of(run: WorkerRun) -> list[tuple[str, list[str]]]:
     """(consumer group, topics) in the order the worker's stages feed one another."""
     topics, group = run.topics, run.app_id
+    inputs = ["sim_events", "bank_events", "watchlist", "implicated"]
     return [
-        (f"{group}-input", [topics["sim_events"], topics["bank_events"], topics["watchlist"]]),
-        (group, [topics["identity_events"], topics["outlet_events"]]),
-        (group, [topics["agent_signals"]]),
+        (f"{group}-input", [topics[name] for name in inputs]),
+        (group, [topics["identity_events"], topics["outlet_events"], topics["number_events"]]),
+        (group, [topics["agent_signals"], topics["place_events"]]),
     ]
 
 
@@ -326,14 +331,33 @@ def write_world(world: World, root: Path) -> tuple[Path, Path, Path]:
 
 
 def replay_alerts(
-    run: WorkerRun, events: Path, watchlist: Path, holdings: Path | None = None
+    run: WorkerRun,
+    events: Path,
+    watchlist: Path,
+    holdings: Path | None = None,
+    implicated: Path | None = None,
+    traces: io.BytesIO | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """What `duanka replay` gives for the same files and settings, by alert_id."""
+    """What `duanka replay` gives for the same files and settings, by alert_id.
+
+    With `implicated`, the numbers' traces are written to `traces`.
+    """
     settings = load_settings(run.config, environ={})
     out = io.BytesIO()
     engine = Engine(settings.rules, implicated=settings.implicated)
     pseudonymizer = Pseudonymizer(KEY.encode())
-    replay(events, engine, pseudonymizer, out, watchlist=watchlist, holdings=holdings)
+    reports = None
+    if implicated is not None:
+        reports = Implications(implicated, pseudonymizer, traces or io.BytesIO())
+    replay(
+        events,
+        engine,
+        pseudonymizer,
+        out,
+        watchlist=watchlist,
+        holdings=holdings,
+        implicated=reports,
+    )
     return by_alert_id(out.getvalue().splitlines())
 
 
