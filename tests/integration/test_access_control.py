@@ -270,6 +270,7 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
         ("READ", "TOPIC", "police.alerts", False),
         ("READ", "TOPIC", "police.cases", False),  # the cases of linked alerts
         ("WRITE", "TOPIC", "police.dispositions", False),  # their verdicts
+        ("WRITE", "TOPIC", "police.implicated", False),  # numbers found in fraud cases
         ("READ", "GROUP", "police", True),
     }
     worker = _grants(acls, "duanka")
@@ -283,6 +284,7 @@ def test_each_party_is_granted_its_own_topics_only() -> None:
         "screening.decisions",  # the console's checks and refusals
         "police.dispositions",  # the police's verdicts
         "police.cases",  # the console's cases
+        "police.implicated",  # numbers found in fraud cases, traced to their openings
         "duanka",
     }
     assert {(op, name) for op, kind, name, _ in worker if kind == "TOPIC" and op != "READ"} == {
