@@ -18,6 +18,12 @@ a police system exports them), the table of alerts per rule adds the alerts
 whose standing verdict (the last in the file) is confirmed, dismissed or
 under investigation, and each rule's precision: confirmed / (confirmed +
 dismissed), counted as the engine counts them (rules/disposition.py).
+
+With a file of implicated numbers' traces (rows of `rules.implicated.Trace`,
+as `duanka replay --implicated` writes them to traces.jsonl), the page adds
+the implicated cards (涉案卡): opened per day, by carrier or bank, province
+and channel, the outlets and staff members that opened the most, and the days
+from opening to report, each card counted once (rules/figures.py).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from rules.disposition import (
     standing,
 )
 from rules.errors import DuankaError, InvalidAlert
+from rules.figures import Figures, InvalidTrace, parse_trace
 from rules.regions import PROVINCES
 from stream.decisions import DecisionCounts, InvalidDecision, decode_decision
 
@@ -75,6 +82,7 @@ COLUMNS = [
     "named_alerts",
 ]
 
+IMPLICATED_COLOR = "#8e1020"
 OUTCOME_COLORS = {"allow": "#2e7d32", "review": "#c98a00", "refuse": "#8e1020"}
 # the line `duanka replay --decisions` writes for a check that failed validation
 REJECTED_CHECK_KEYS = frozenset({"line", "error", "field"})
@@ -222,6 +230,44 @@ def load_dispositions(path: Path, on_skip: Skip | None = None) -> Dispositions:
                 skipped += 1
                 skip(number, str(error))
     return Dispositions(standing(valid), len(valid), skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class Traces:
+    """A file of implicated numbers' traces, counted: each card once, by its opening.
+
+    `read`: the trace rows in the file (a card reported in two cases is two);
+    `skipped`: the lines that are not trace rows.
+    """
+
+    figures: Figures
+    read: int
+    skipped: int
+
+
+def load_traces(path: Path, on_skip: Skip | None = None) -> Traces:
+    """The traces of a JSON-lines file (`duanka replay --traces`), counted as the figures count.
+
+    A line that is not a trace row is skipped and passed to `on_skip` with its
+    line number and the field and reason (a warning on stderr by default);
+    blank lines are ignored.
+    """
+    skip = on_skip or warn_skipped(path, "a trace row")
+    figures = Figures()
+    read = skipped = 0
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = parse_trace(line)
+            except InvalidTrace as error:
+                skipped += 1
+                skip(number, str(error))
+                continue
+            read += 1
+            figures.add(row)
+    return Traces(figures, read, skipped)
 
 
 def _is_rejected_check(line: bytes) -> bool:
@@ -372,6 +418,45 @@ def refusal_counts(decisions: Decisions) -> pd.Series:
     return counts.sort_index().sort_values(ascending=False, kind="stable")
 
 
+IMPLICATED_RULES = {"outlet_id": "outlet_implicated", "agent_id": "agent_implicated"}
+
+
+def implicated_daily(figures: Figures) -> pd.Series:
+    """Implicated cards per opening day, every day from the first to the last shown."""
+    if not figures.by_day:
+        return pd.Series(dtype=int)
+    counts = pd.Series({date.fromisoformat(day): n for day, n in figures.by_day.items()})
+    days = [d.date() for d in pd.date_range(min(counts.index), max(counts.index), freq="D")]
+    return counts.reindex(days, fill_value=0).astype(int)
+
+
+def implicated_by(figures: Figures, dimension: str) -> pd.Series:
+    """Implicated cards per value of a dimension (source, province, ...), most first."""
+    return pd.Series(dict(figures.top(dimension, len(figures.by[dimension]))), dtype=int)
+
+
+def implicated_top(
+    figures: Figures, dimension: str, alerts: pd.DataFrame, n: int = TOP
+) -> pd.DataFrame:
+    """The `n` outlets (or staff members) that opened the most implicated cards.
+
+    Beside the cards, their share of all implicated cards, and the alerts of
+    the rule on such places (`outlet_implicated`, `agent_implicated`) in the
+    alert file.
+    """
+    rule_id = IMPLICATED_RULES[dimension]
+    alerted = alerts.loc[alerts["rule_id"] == rule_id, "subject_key"].value_counts()
+    rows = figures.top(dimension, n)
+    return pd.DataFrame(
+        {
+            "implicated cards": [count for _, count in rows],
+            "of all": [Share(count / figures.cards) for _, count in rows],
+            f"{rule_id} alerts": [int(alerted.get(key, 0)) for key, _ in rows],
+        },
+        index=pd.Index([key for key, _ in rows], dtype=object),
+    )
+
+
 # ---------------------------------------------------------------- charts
 
 
@@ -482,6 +567,56 @@ def plot_decisions(outcomes: pd.Series, refusals: pd.Series) -> str:
     return _png(figure)
 
 
+def plot_implicated_daily(daily: pd.Series) -> str:
+    """A bar per opening day: the implicated cards opened that day."""
+    days = len(daily)
+    figure = Figure(figsize=(min(16.0, max(7.0, 0.2 * days + 4)), 3.8), layout="constrained")
+    ax = figure.add_subplot()
+    positions = np.arange(days)
+    ax.bar(positions, daily.to_numpy(dtype=float), color=IMPLICATED_COLOR, width=0.8)
+    step = max(1, days // 15)
+    ax.set_xticks(positions[::step], [d.isoformat() for d in daily.index[::step]], rotation=45)
+    ax.set_ylabel("implicated cards")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Implicated cards by the day they were opened")
+    return _png(figure)
+
+
+def plot_implicated_top(outlets: pd.DataFrame, agents: pd.DataFrame) -> str:
+    """Two panels of horizontal bars, the most at the top: outlets, and staff members."""
+    longest = max(len(outlets), len(agents))
+    figure = Figure(figsize=(11.0, max(2.5, 1.2 + 0.35 * longest)), layout="constrained")
+    for ax, table, kind in zip(
+        figure.subplots(1, 2), (outlets, agents), ("outlets", "staff members"), strict=True
+    ):
+        rows = table.iloc[::-1]
+        values = rows["implicated cards"].to_numpy(dtype=float)
+        bars = ax.barh([_plain(str(key)) for key in rows.index], values, color=IMPLICATED_COLOR)
+        ax.bar_label(bars, labels=[f"{int(v):,}" for v in values], padding=3)
+        ax.set_xlabel("implicated cards opened")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.15)
+        ax.set_title(f"Top {len(rows)} {kind}")
+    return _png(figure)
+
+
+def plot_days_to_report(buckets: Sequence[tuple[str, int]], middle: float | None) -> str:
+    """A histogram over the days-to-report buckets, with the median in the title."""
+    figure = Figure(figsize=(8.0, 3.6), layout="constrained")
+    ax = figure.add_subplot()
+    labels = [label for label, _ in buckets]
+    values = np.array([count for _, count in buckets], dtype=float)
+    bars = ax.bar(labels, values, color="#6b7689", width=0.8)
+    ax.bar_label(bars, labels=[f"{int(v):,}" if v else "" for v in values])
+    ax.set_xlabel("days from opening to report")
+    ax.set_ylabel("implicated cards")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(y=0.15)
+    where = "" if middle is None else f" (median {middle:.1f} days)"
+    ax.set_title(f"Days from opening to report{where}")
+    return _png(figure)
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -496,6 +631,9 @@ class ReportSummary:
     verdicts: int | None = None  # alerts with a standing verdict; None without dispositions
     verdicts_unmatched: int = 0  # of those, the ones with no alert in the file
     dispositions_skipped: int = 0
+    cards: int | None = None  # implicated cards, each once; None without a traces file
+    traces: int = 0  # trace rows read (a card reported twice is two)
+    traces_skipped: int = 0
 
 
 def render_report(
@@ -506,6 +644,8 @@ def render_report(
     decisions_name: str = "",
     dispositions: Dispositions | None = None,
     dispositions_name: str = "",
+    traces: Traces | None = None,
+    traces_name: str = "",
 ) -> str:
     """The whole page as one string; every text from the alerts and decisions is escaped."""
     parts = [f"<h1>{_e(title)}</h1>"]
@@ -524,6 +664,8 @@ def render_report(
             _mail_section(alerts),
             _region_section(alerts),
         ]
+    if traces is not None:
+        parts.append(_implicated_section(traces, traces_name, alerts))
     if decisions is not None:
         parts.append(_decisions_section(decisions, decisions_name))
     body = "\n".join(p for p in parts if p)
@@ -539,10 +681,20 @@ def write_report(
     decisions_name: str = "",
     dispositions: Dispositions | None = None,
     dispositions_name: str = "",
+    traces: Traces | None = None,
+    traces_name: str = "",
 ) -> None:
     """Write the page to `out` (UTF-8)."""
     page = render_report(
-        alerts, title, skipped, decisions, decisions_name, dispositions, dispositions_name
+        alerts,
+        title,
+        skipped,
+        decisions,
+        decisions_name,
+        dispositions,
+        dispositions_name,
+        traces,
+        traces_name,
     )
     out.write_text(page, encoding="utf-8")
 
@@ -552,9 +704,10 @@ def run_report(
     out: Path,
     decisions_file: Path | None = None,
     dispositions_file: Path | None = None,
+    traces_file: Path | None = None,
 ) -> ReportSummary:
-    """`duanka report`: read the alerts (and decisions, verdicts), warn about bad lines, write."""
-    for path in (alerts_file, decisions_file, dispositions_file):
+    """`duanka report`: read the alerts (and decisions, verdicts, traces), warn, write."""
+    for path in (alerts_file, decisions_file, dispositions_file, traces_file):
         if path is not None and not path.is_file():
             raise DuankaError(f"{path}: no such file")
     skipped: list[int] = []
@@ -569,8 +722,21 @@ def run_report(
     name = decisions_file.name if decisions_file is not None else ""
     verdicts = load_dispositions(dispositions_file) if dispositions_file is not None else None
     verdicts_name = dispositions_file.name if dispositions_file is not None else ""
+    traces = load_traces(traces_file) if traces_file is not None else None
+    traces_name = traces_file.name if traces_file is not None else ""
     title = f"duanka alert report: {alerts_file.name}"
-    write_report(alerts, out, title, len(skipped), decisions, name, verdicts, verdicts_name)
+    write_report(
+        alerts,
+        out,
+        title,
+        len(skipped),
+        decisions,
+        name,
+        verdicts,
+        verdicts_name,
+        traces,
+        traces_name,
+    )
     summary = ReportSummary(len(alerts), len(skipped))
     if decisions is not None:
         summary = replace(
@@ -582,6 +748,13 @@ def run_report(
             verdicts=len(verdicts.standing),
             verdicts_unmatched=verdict_counts(alerts, verdicts)[1],
             dispositions_skipped=verdicts.skipped,
+        )
+    if traces is not None:
+        summary = replace(
+            summary,
+            cards=traces.figures.cards,
+            traces=traces.read,
+            traces_skipped=traces.skipped,
         )
     return summary
 
@@ -780,6 +953,137 @@ def _decisions_section(decisions: Decisions, name: str) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _implicated_section(traces: Traces, name: str, alerts: pd.DataFrame) -> str:
+    figures = traces.figures
+    note = (
+        f"<p>From {_e(name)}: the numbers the police found in fraud cases, each traced to the "
+        f"opening that created it (<code>duanka replay --implicated</code>). Each card counts "
+        f"once, by its opening, however many cases reported it. The day is the opening's date "
+        f"in the event's own offset; the places are the opening's outlet, staff member "
+        f"(agent_id) and channel.</p>"
+    )
+    parts = ["<h2>Implicated cards (涉案卡)</h2>", note, _implicated_headline(traces)]
+    if traces.skipped:
+        lines = "line was not a trace row" if traces.skipped == 1 else "lines were not trace rows"
+        parts.append(
+            f'<p class="note">{traces.skipped:,} {lines} and skipped (see the warnings).</p>'
+        )
+    if not figures.cards:
+        parts.append('<p class="empty">There are no traces in this file.</p>')
+        return "\n".join(parts)
+    return "\n".join(
+        [
+            *parts,
+            _implicated_daily_section(figures),
+            _implicated_by_section(figures),
+            _implicated_top_section(figures, alerts),
+            _days_to_report_section(figures),
+        ]
+    )
+
+
+def _implicated_headline(traces: Traces) -> str:
+    figures = traces.figures
+    facts: list[tuple[str, object]] = [
+        ("reports traced", traces.read),
+        ("implicated cards", figures.cards),
+        ("SIM cards", figures.kinds["sim"]),
+        ("bank accounts", figures.kinds["account"]),
+        ("reported again, in another case", traces.read - figures.cards),
+    ]
+    daily = implicated_daily(figures)
+    if len(daily):
+        busiest, most = min(figures.by_day.items(), key=lambda item: (-item[1], item[0]))
+        facts += [
+            ("first opening day", min(daily.index)),
+            ("last opening day", max(daily.index)),
+            ("opened per day, on average", f"{figures.cards / len(daily):.1f}"),
+            ("most opened on one day", f"{most:,} ({busiest})"),
+        ]
+    middle = figures.median_days()
+    if middle is not None:
+        facts.append(("median days from opening to report", f"{middle:.1f}"))
+    return _table("implicated-headline", [], facts)
+
+
+def _implicated_daily_section(figures: Figures) -> str:
+    daily = implicated_daily(figures)
+    return "\n".join(
+        [
+            "<h3>Opened per day</h3>",
+            _img(plot_implicated_daily(daily), "implicated cards by opening day"),
+            "<details><summary>as a table</summary>",
+            _table("implicated-per-day", ["opened", "implicated cards"], daily.items()),
+            "</details>",
+        ]
+    )
+
+
+def _implicated_by_section(figures: Figures) -> str:
+    sources = implicated_by(figures, "source")
+    provinces = implicated_by(figures, "province")
+    channels = implicated_by(figures, "channel")
+    province_rows = [(province_label(str(code)), n) for code, n in provinces.items()]
+    return "\n".join(
+        [
+            "<h3>By carrier or bank, province and channel</h3>",
+            '<div class="side">',
+            _table("implicated-by-source", ["carrier or bank", "cards"], sources.items()),
+            _table("implicated-by-province", ["province", "cards"], province_rows),
+            _table("implicated-by-channel", ["channel", "cards"], channels.items()),
+            "</div>",
+        ]
+    )
+
+
+def _implicated_top_section(figures: Figures, alerts: pd.DataFrame) -> str:
+    note = (
+        "<p>The outlets and staff members that opened the most implicated cards: where the "
+        "review of whoever opened them starts (谁开卡谁负责, 一案双查). Beside the cards, the "
+        "alerts of <code>outlet_implicated</code> and <code>agent_implicated</code> on them in "
+        "the alert file (3 implicated cards within 90 days, with the shipped config).</p>"
+    )
+    outlets = implicated_top(figures, "outlet_id", alerts)
+    agents = implicated_top(figures, "agent_id", alerts)
+    parts = ["<h3>Top outlets and staff members</h3>", note]
+    if len(outlets) or len(agents):
+        parts.append(_img(plot_implicated_top(outlets, agents), "top outlets and staff members"))
+    parts.append('<div class="side">')
+    for table_id, kind, table in (
+        ("implicated-outlets", "outlet", outlets),
+        ("implicated-agents", "staff member (agent_id)", agents),
+    ):
+        rows = [
+            (key, *values)
+            for key, values in zip(table.index, table.to_numpy().tolist(), strict=True)
+        ]
+        parts.append(_table(table_id, [kind, *map(str, table.columns)], rows))
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _days_to_report_section(figures: Figures) -> str:
+    buckets = figures.day_buckets()
+    middle = figures.median_days()
+    note = (
+        f"<p>Days from the opening to the police's report, per card (its first report). "
+        f"Median: {middle:.1f} days. A bucket holds the cards up to its bound, above the "
+        f"bound before it.</p>"
+        if middle is not None
+        else ""
+    )
+    return "\n".join(
+        [
+            "<h3>Days from opening to report</h3>",
+            note,
+            _img(plot_days_to_report(buckets, middle), "days from opening to report"),
+            "<details><summary>as a table</summary>",
+            _table("implicated-days-to-report", ["days", "implicated cards"], buckets),
+            "</details>",
+        ]
+    )
+
+
 def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{_e(alt)}">'
 
@@ -820,6 +1124,7 @@ def _e(text: str) -> str:
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 80em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+h3 { font-size: 1em; margin-top: 1.5em; }
 table { border-collapse: collapse; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }

@@ -629,13 +629,19 @@ def _add_report(commands: Commands) -> None:
         help="JSON-lines file of duanka.disposition/1 records (the police's verdicts): adds "
         "the alerts confirmed, dismissed and under investigation, and precision, per rule",
     )
+    report.add_argument(
+        "--traces",
+        type=Path,
+        help="JSON-lines file of implicated numbers' traces (as replay --implicated writes "
+        "traces.jsonl): adds the implicated cards by opening day, place and days to report",
+    )
     report.set_defaults(handler=_report)
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from producers.report import run_report
 
-    summary = run_report(args.alerts, args.out, args.decisions, args.dispositions)
+    summary = run_report(args.alerts, args.out, args.decisions, args.dispositions, args.traces)
     skipped = f", {summary.skipped} lines skipped" if summary.skipped else ""
     checks = ""
     if summary.decisions is not None:
@@ -647,6 +653,11 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
         if summary.dispositions_skipped:
             unmatched += f"; {summary.dispositions_skipped} lines skipped"
         checks += f" and {summary.verdicts} verdicts ({unmatched})"
+    if summary.cards is not None:
+        traced = f"{summary.traces} reports"
+        if summary.traces_skipped:
+            traced += f"; {summary.traces_skipped} lines skipped"
+        checks += f" and {summary.cards} implicated cards ({traced})"
     print(f"wrote a report of {summary.alerts} alerts{skipped}{checks} to {args.out}")
     return 0
 

@@ -32,8 +32,9 @@ from producers.simulator import Simulator
 from rules.alert import Alert, Evidence, Subject, encode_alert
 from rules.config import RuleSettings
 from rules.engine import Engine
+from rules.implicated import Implicated
 from rules.pseudonym import Pseudonymizer
-from rules.replay import Checks, replay
+from rules.replay import Checks, Implications, replay
 from stream.cli import main
 
 CST = timezone(timedelta(hours=8))
@@ -846,3 +847,227 @@ def test_the_command_takes_dispositions(
     missing = tmp_path / "missing.jsonl"
     assert main([*args, "--dispositions", str(missing)]) == 1
     assert f"{missing}: no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- implicated cards
+
+
+def trace_row(
+    event_id: str,
+    opened_day: str,
+    outlet_id: str,
+    agent_id: str,
+    days: float,
+    case_ref: str = "2026-GS-0001",
+    kind: str = "sim",
+    source: str = "CMCC-GS",
+    province: str = "62",
+    channel: str = "counter",
+) -> bytes:
+    """A line of replay's traces file: a number found in a case, and the opening it came from."""
+    return orjson.dumps(
+        {
+            "kind": kind,
+            "number_key": f"t:number-of-{event_id}",
+            "case_ref": case_ref,
+            "reported_at": "2026-06-01T09:30:00+08:00",
+            "opened_at": f"{opened_day}T10:00:00+08:00",
+            "opened_day": opened_day,
+            "days_to_report": days,
+            "source": source,
+            "province": province,
+            "outlet_id": outlet_id,
+            "agent_id": agent_id,
+            "channel": channel,
+            "subject_key": f"k:person-of-{event_id}",
+            "event_id": event_id,
+            "first": True,
+        }
+    )
+
+
+TRACES = (
+    trace_row("e1", "2026-01-02", "OUT-1", "A-1", 3.0, "c-1"),
+    trace_row("e2", "2026-01-02", "OUT-1", "A-1", 40.5, "c-2"),
+    trace_row("e3", "2026-01-04", "OUT-1", "A-2", 199.5, "c-3"),
+    trace_row("e4", "2026-01-05", "OUT-2", "A-3", 800, "c-4", "account", "ICBC-GS", "53", "online"),
+    trace_row("e1", "2026-01-02", "OUT-1", "A-1", 90.0, "c-5"),  # the first card, in another case
+)
+
+
+def test_implicated_cards_are_counted_once_by_day_place_and_days_to_report(
+    tmp_path: Path,
+) -> None:
+    alerts = write(
+        tmp_path / "alerts.jsonl",
+        encode_alert(alert("outlet_implicated", "outlet", "OUT-1", alert_id="o1")),
+    )
+    traces = write(tmp_path / "traces.jsonl", *TRACES)
+    out = tmp_path / "report.html"
+    summary = run_report(alerts, out, traces_file=traces)
+    assert (summary.cards, summary.traces, summary.traces_skipped) == (4, 5, 0)
+    page = parse(out)
+    assert dict(page.tables["implicated-headline"]) == {
+        "reports traced": "5",
+        "implicated cards": "4",
+        "SIM cards": "3",
+        "bank accounts": "1",
+        "reported again, in another case": "1",
+        "first opening day": "2026-01-02",
+        "last opening day": "2026-01-05",
+        "opened per day, on average": "1.0",
+        "most opened on one day": "2 (2026-01-02)",
+        "median days from opening to report": "120.0",
+    }
+    assert counts(page.tables["implicated-per-day"]) == {
+        "2026-01-02": 2,
+        "2026-01-03": 0,
+        "2026-01-04": 1,
+        "2026-01-05": 1,
+    }
+    assert counts(page.tables["implicated-by-source"]) == {"CMCC-GS": 3, "ICBC-GS": 1}
+    assert counts(page.tables["implicated-by-province"]) == {"Gansu (62)": 3, "Yunnan (53)": 1}
+    assert counts(page.tables["implicated-by-channel"]) == {"counter": 3, "online": 1}
+    assert page.tables["implicated-outlets"] == [
+        ["outlet", "implicated cards", "of all", "outlet_implicated alerts"],
+        ["OUT-1", "3", "75.0%", "1"],
+        ["OUT-2", "1", "25.0%", "0"],
+    ]
+    assert [row[:3] for row in page.tables["implicated-agents"][1:]] == [
+        ["A-1", "2", "50.0%"],
+        ["A-2", "1", "25.0%"],
+        ["A-3", "1", "25.0%"],
+    ]
+    buckets = counts(page.tables["implicated-days-to-report"])
+    assert {days: n for days, n in buckets.items() if n} == {
+        "≤ 3": 1,
+        "≤ 60": 1,
+        "≤ 365": 1,
+        "> 730": 1,
+    }
+    assert "Implicated cards (涉案卡)" in page.text
+    # the per-day, top-places and days-to-report charts, beside the alert report's own
+    assert len(page.images) == len(parse(run_report_without_traces(alerts, tmp_path)).images) + 3
+    html = out.read_text(encoding="utf-8")
+    for hidden in ("t:number-of-", "k:person-of-", "c-1", "2026-GS-0001"):
+        assert hidden not in html  # tokens and pseudonyms mean nothing to a reader
+
+
+def run_report_without_traces(alerts: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "without-traces.html"
+    run_report(alerts, out)
+    page = parse(out)
+    assert "implicated-headline" not in page.tables
+    assert "Implicated cards (涉案卡)" not in page.text
+    return out
+
+
+def test_a_line_that_is_not_a_trace_row_is_skipped_with_its_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alerts = write(tmp_path / "alerts.jsonl", encode_alert(alert()))
+    implicated = b'{"schema": "duanka.implicated/1", "kind": "sim", "number": "13912345678"}'
+    no_opening = orjson.loads(TRACES[1])
+    del no_opening["event_id"]
+    path = write(
+        tmp_path / "traces.jsonl",
+        TRACES[0],
+        b"not json",
+        implicated,
+        orjson.dumps(no_opening),
+        b"",
+        encode_alert(alert()),
+    )
+    out = tmp_path / "report.html"
+    summary = run_report(alerts, out, traces_file=path)
+    assert (summary.cards, summary.traces, summary.traces_skipped) == (1, 1, 4)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 4
+    for warning, (number, field) in zip(
+        warnings, [(2, "record"), (3, "record"), (4, "event_id"), (6, "record")], strict=True
+    ):
+        assert f"{path}:{number}: skipped, not a trace row ({field}: " in warning, warning
+    assert "a duanka.implicated/1 record, not a trace row" in warnings[1]
+    assert "a duanka.alert/1 record, not a trace row" in warnings[3]
+    page = parse(out)
+    assert page.tables["implicated-headline"][1] == ["implicated cards", "1"]
+    assert "4 lines were not trace rows and skipped (see the warnings)." in page.text
+
+
+def test_an_empty_traces_file_beside_an_empty_alert_file(tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    alerts = write(tmp_path / "alerts.jsonl", b"")
+    summary = run_report(alerts, out, traces_file=write(tmp_path / "traces.jsonl", b""))
+    assert (summary.cards, summary.traces) == (0, 0)
+    page = parse(out)
+    assert "There are no alerts in this file." in page.text
+    assert "There are no traces in this file." in page.text
+    assert dict(page.tables["implicated-headline"])["implicated cards"] == "0"
+    assert page.images == []
+
+
+def test_text_from_traces_is_escaped(tmp_path: Path) -> None:
+    hostile = '<script>alert("x")</script> $\\undefined$'  # and no math mode in the chart
+    traces = write(tmp_path / "t.jsonl", trace_row("e1", "2026-01-02", hostile, "A-1", 3.0))
+    out = tmp_path / "report.html"
+    run_report(write(tmp_path / "a.jsonl", b""), out, traces_file=traces)
+    assert "<script" not in out.read_text(encoding="utf-8")
+    assert parse(out).tables["implicated-outlets"][1][0] == hostile
+
+
+def test_the_command_takes_traces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    alerts = write(tmp_path / "alerts.jsonl", encode_alert(alert()))
+    traces = write(tmp_path / "traces.jsonl", *TRACES, b"not json")
+    out = tmp_path / "from-cli.html"
+    args = ["report", str(alerts), "--out", str(out)]
+    assert main([*args, "--traces", str(traces)]) == 0
+    printed = capsys.readouterr()
+    assert f"and 4 implicated cards (5 reports; 1 lines skipped) to {out}" in printed.out
+    assert f"{traces}:6: skipped, not a trace row (record: not valid JSON)" in printed.err
+    assert counts(parse(out).tables["implicated-by-source"]) == {"CMCC-GS": 3, "ICBC-GS": 1}
+    missing = tmp_path / "missing.jsonl"
+    refused = tmp_path / "refused.html"
+    assert main(["report", str(alerts), "--out", str(refused), "--traces", str(missing)]) == 1
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    assert not refused.exists()
+
+
+def test_replays_traces_are_counted_by_the_opening_they_were_traced_to(
+    run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Numbers of the simulated month reported by the police, traced by replay, then reported."""
+    events = [orjson.loads(line) for line in run.events.read_bytes().splitlines()]
+    openings = [e for e in events if e["event_type"] == "sim.activate"]
+    once = Counter(e["msisdn"] for e in openings)
+    chosen = [e for e in openings if once[e["msisdn"]] == 1][::25]
+    records = [
+        Implicated(
+            "sim",
+            e["msisdn"],
+            f"2026-GS-{n:04d}",
+            datetime.fromisoformat(e["occurred_at"]) + timedelta(days=10 + n),
+        ).to_json()
+        for n, e in enumerate([*chosen, chosen[0]])  # the first number in a second case
+    ]
+    implicated = write(tmp_path / "implicated.jsonl", *records)
+    traces = tmp_path / "traces.jsonl"
+    alerts = tmp_path / "alerts.jsonl"
+    engine = Engine(RuleSettings(), clock=lambda: datetime(2026, 6, 1, tzinfo=UTC))
+    pseudonymizer = Pseudonymizer(b"report-test")
+    with alerts.open("wb") as out, traces.open("w+b") as written:
+        reports = Implications(implicated, pseudonymizer, written)
+        summary = replay(run.events, engine, pseudonymizer, out, None, implicated=reports)
+    assert len(chosen) >= 10 and summary.traced == len(chosen) + 1
+    out = tmp_path / "report.html"
+    counted = run_report(alerts, out, traces_file=traces)
+    assert capsys.readouterr().err == ""
+    assert (counted.cards, counted.traces, counted.traces_skipped) == (len(chosen), len(records), 0)
+    page = parse(out)
+    by_outlet = Counter(e["outlet_id"] for e in chosen)
+    top = sorted(by_outlet.items(), key=lambda item: (-item[1], item[0]))[:10]
+    assert [(row[0], int(row[1])) for row in page.tables["implicated-outlets"][1:]] == top
+    days = Counter(e["occurred_at"][:10] for e in chosen)
+    per_day = counts(page.tables["implicated-per-day"])
+    assert {day: n for day, n in per_day.items() if n} == days
+    html = out.read_text(encoding="utf-8")
+    assert not any(e["msisdn"] in html or e["id_number"] in html for e in chosen)
