@@ -7,6 +7,8 @@ ground truth:
     watchlist.jsonl  duanka.watch/1
     holdings.jsonl   duanka.holding/1: what each person held at each carrier
                      and bank when the period began
+    implicated.jsonl duanka.implicated/1: the numbers the police found in fraud
+                     cases, by reported_at (some after the period)
     truth.jsonl      duanka.case/1: each labelled case, its rule and its events
 
 With --to-kafka the watchlist and the holdings are published to their
@@ -34,6 +36,7 @@ class WorldFiles:
     watchlist: Path
     truth: Path
     holdings: Path
+    implicated: Path
 
     @classmethod
     def under(cls, directory: Path) -> WorldFiles:
@@ -42,11 +45,12 @@ class WorldFiles:
             directory / "watchlist.jsonl",
             directory / "truth.jsonl",
             directory / "holdings.jsonl",
+            directory / "implicated.jsonl",
         )
 
 
 def write_world(world: World, directory: Path) -> WorldFiles:
-    """Write the events, watchlist, holdings and ground truth of `world` under `directory`."""
+    """Write the events, watchlist, holdings, implicated numbers and ground truth of `world`."""
     directory.mkdir(parents=True, exist_ok=True)
     files = WorldFiles.under(directory)
     with files.events.open("wb") as out:
@@ -56,6 +60,7 @@ def write_world(world: World, directory: Path) -> WorldFiles:
     with files.holdings.open("wb") as out:
         for line in holding_lines(world.holdings, world.as_of):
             out.write(line + b"\n")
+    files.implicated.write_bytes(b"".join(r.to_json() + b"\n" for r in world.implicated))
     files.truth.write_bytes(b"".join(case.to_json() + b"\n" for case in world.cases))
     return files
 
@@ -68,6 +73,7 @@ def describe(world: World, days: int) -> str:
         f"{len(world.events):,} events ({parts}) by {world.people:,} people at "
         f"{world.outlets:,} outlets over {days} days; {len(world.watchlist)} watchlist entries; "
         f"{len(world.holdings):,} holdings snapshots; "
+        f"{len(world.implicated):,} numbers found in fraud cases; "
         f"{expected} labelled cases and {len(world.cases) - expected} look-alikes"
     )
 
@@ -87,11 +93,15 @@ def run_simulate(
     world = simulate(events, days=days, seed=seed, start=start, rounds=rounds)
     files = write_world(world, out)
     print(describe(world, days))
-    print(f"wrote {files.events}, {files.watchlist}, {files.holdings} and {files.truth}")
+    print(
+        f"wrote {files.events}, {files.watchlist}, {files.holdings}, {files.implicated} "
+        f"and {files.truth}"
+    )
     if not to_kafka:
         print(
             f"next: duanka replay {files.events} --watchlist {files.watchlist} "
-            f"--holdings {files.holdings} --out {out / 'alerts.jsonl'} "
+            f"--holdings {files.holdings} --implicated {files.implicated} "
+            f"--out {out / 'alerts.jsonl'} "
             f"&& duanka evaluate {files.truth} {out / 'alerts.jsonl'}"
         )
         return 0

@@ -9,7 +9,9 @@ for, and look-alikes: people and outlets that come close to a rule without
 meeting it, which must not alert. Each case lists its events, so an alert can
 be matched to the case it found (see `producers.evaluate`). What people
 held before the period, the carriers' and banks' inventory snapshots, comes
-with the events (see `producers.inventory`).
+with the events (see `producers.inventory`), and so do the numbers the police
+later find in fraud cases (`duanka.implicated/1`), reported days to months
+after their openings, some of them after the period.
 
 Seeded: the same arguments give the same events, byte for byte. Times are
 kept as whole seconds from the start of the period and formatted from
@@ -19,6 +21,7 @@ tables, which keeps a million events to seconds of work.
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from typing import Any
 import orjson
 
 from producers.inventory import (
+    PROVINCE_LETTERS,
     SIM_LIMIT,
     Holding,
     Inventory,
@@ -37,6 +41,7 @@ from producers.inventory import (
     source_in,
 )
 from rules.idnumber import check_digit
+from rules.implicated import Implicated
 from rules.pseudonym import mask_id
 
 CARRIERS = ("CMCC", "CUCC", "CTCC")
@@ -137,6 +142,7 @@ class World:
     holdings: list[Holding] = field(default_factory=list)
     as_of: datetime = datetime(2026, 1, 1, tzinfo=CST)  # of the holdings: the period's start
     cases: list[Case] = field(default_factory=list)
+    implicated: list[Implicated] = field(default_factory=list)  # the police's, by reported_at
     people: int = 0
     outlets: int = 0
 
@@ -183,6 +189,9 @@ class Simulator:
             (date(1958, 1, 1) + timedelta(days=d)).strftime("%Y%m%d") for d in range(9000)
         ]
         self._outlet_users: set[str] = set()
+        self._implicated_at: set[str] = set()  # outlets with an implicated card, in any round
+        self._more_outlets = 0
+        self._case_refs = 0
 
     # -------------------------------------------------------------- building blocks
 
@@ -816,6 +825,262 @@ class Simulator:
         label = "closed the Type I account, opened a new one at the bank"
         self.case(label, rule, "identity", who, [close, reopen], expected=False)
 
+    # -------------------------------------------------------------- implicated cards
+
+    def implicated_outlet(self) -> Outlet:
+        """An outlet that has no implicated card yet, in any round.
+
+        An implicated card counts against its outlet and its staff for months:
+        a case's outlet then holds exactly the cards the case planted there,
+        and a single card stays the only one of its outlet and its staff.
+        """
+        for _ in range(50):
+            outlet: Outlet = self.pick(self.outlets)
+            if outlet.outlet_id not in self._implicated_at:
+                break
+        else:  # fifty tries found only such outlets: one the ordinary business does not use
+            outlet = self._outlet(len(self.outlets) + self._more_outlets)
+            self._more_outlets += 1
+        self._implicated_at.add(outlet.outlet_id)
+        return outlet
+
+    def card(self, day: float, outlet: Outlet, agent_id: str, **fields: Any) -> Event:
+        """A local person's SIM, opened in person on `day` with a number of its own."""
+        return self.emit(
+            "sim.activate",
+            self.person(),
+            self.when(day),
+            outlet=outlet,
+            agent_id=agent_id,
+            msisdn=self.number(),
+            **fields,
+        )
+
+    def delay(self) -> float:
+        """Days from an opening to its report: weeks for some cards, months for most."""
+        r = self._r()
+        return 2 + 178 * r * r
+
+    def report(self, opening: Event, after: float) -> None:
+        """The police find the number `opening` created in a fraud case, `after` days later.
+
+        On a day of its own: a report `after` one day or more is later than the
+        opening, one a day or more before (a negative `after`) is earlier.
+        """
+        opened = datetime.fromisoformat(opening["occurred_at"])
+        day = (opened - self.world.as_of) / timedelta(days=1) + after
+        if opening["event_type"] == "sim.activate":
+            kind, number = "sim", opening["msisdn"]
+        else:
+            kind, number = "account", opening["account_id"]
+        self.report_number(kind, number, day, opening["source"])
+
+    def report_number(self, kind: str, number: str, day: float, source: str) -> None:
+        """A `duanka.implicated/1` record on `day` (from the start); half of them name `source`."""
+        seconds = OPENING + int(self._r() * HOURS)
+        at = self.world.as_of + timedelta(days=math.floor(day), seconds=seconds)
+        self._case_refs += 1
+        case_ref = f"{at.year}-{PROVINCE_LETTERS[self.province]}-{self._case_refs:04d}"
+        named = source if self._r() < 0.5 else None
+        self.world.implicated.append(Implicated(kind, number, case_ref, at, named))
+
+    def opener(self, label: str, opening: Event, expected: bool = True) -> None:
+        """An `implicated_opener` case: the person who opened the card the report traces to."""
+        who = opening["id_number"]
+        self.case(label, "implicated_opener", "identity", who, [opening], expected=expected)
+
+    def implicated_outlet_case(self, cards: int = 4) -> None:
+        """An outlet whose cards keep turning up in fraud cases, opened by all its staff.
+
+        No staff member opened three of them: the outlet alerts, its staff do not.
+        """
+        outlet = self.implicated_outlet()
+        carrier = self.pick(self.carrier_sources)
+        day = self._r() * (self.days - 2 * cards - 1)
+        opened = []
+        for k in range(cards):
+            agent = outlet.agents[k % len(outlet.agents)]
+            event = self.card(day + 2 * k + self._r(), outlet, agent, source=carrier)
+            self.report(event, self.delay())
+            self.opener("opened a SIM at an implicated outlet", event)
+            opened.append(event)
+        label = f"{cards} implicated cards opened at the outlet by {len(outlet.agents)} staff"
+        self.case(label, "outlet_implicated", "outlet", outlet.outlet_id, opened)
+        label = "two implicated cards opened by one staff member"
+        twice = opened[:: len(outlet.agents)]
+        self.case(label, "agent_implicated", "agent", outlet.agents[0], twice, expected=False)
+
+    def implicated_agent_case(self, cards: int = 3) -> None:
+        """A dealer's staff member whose cards turn up in fraud cases, opened at two outlets.
+
+        Neither outlet opened three of them: the staff member alerts, the outlets do not.
+        """
+        outlets = [self.implicated_outlet(), self.implicated_outlet()]
+        agent = self.dealer()
+        carrier = self.pick(self.carrier_sources)
+        day = self._r() * (self.days - 2 * cards - 1)
+        opened = []
+        for k in range(cards):
+            at = outlets[k % 2]
+            event = self.card(day + 2 * k + self._r(), at, agent, source=carrier, channel="dealer")
+            self.report(event, self.delay())
+            self.opener("opened a SIM by an implicated dealer's staff member", event)
+            opened.append(event)
+        label = f"{cards} implicated cards opened by a dealer's staff member at two outlets"
+        self.case(label, "agent_implicated", "agent", agent, opened)
+        label = "two implicated cards opened at the outlet by a dealer's staff member"
+        first = outlets[0].outlet_id
+        self.case(label, "outlet_implicated", "outlet", first, opened[::2], expected=False)
+
+    def implicated_staff(self, cards: int = 3) -> None:
+        """One staff member opened the outlet's implicated cards: the outlet and they alert."""
+        outlet = self.implicated_outlet()
+        agent = self.pick(outlet.agents)
+        day = self._r() * (self.days - 2 * cards - 1)
+        opened = []
+        for k in range(cards):
+            event = self.card(day + 2 * k + self._r(), outlet, agent)
+            self.report(event, self.delay())
+            self.opener("opened a SIM by an implicated staff member", event)
+            opened.append(event)
+        label = f"{cards} implicated cards opened by one staff member at the outlet"
+        self.case(label, "outlet_implicated", "outlet", outlet.outlet_id, opened)
+        self.case(label, "agent_implicated", "agent", agent, opened)
+
+    def implicated_outlet_lookalike(self) -> None:
+        """Two implicated cards at an outlet, one of them found in two fraud cases: two cards."""
+        outlet = self.implicated_outlet()
+        day = self._r() * (self.days - 4)
+        opened = [self.card(day + 2 * k + self._r(), outlet, outlet.agents[k]) for k in range(2)]
+        for event in opened:
+            self.report(event, self.delay())
+        self.report(opened[0], self.delay())
+        self.opener("opened a SIM found in two fraud cases", opened[0])
+        self.opener("opened a SIM found in a fraud case", opened[1])
+        label = "two implicated cards at the outlet, one of them in two fraud cases"
+        rule = "outlet_implicated"
+        self.case(label, rule, "outlet", outlet.outlet_id, opened, expected=False)
+
+    def implicated_far_apart(self) -> None:
+        """Three implicated cards of one staff member, the first and last over 90 days apart.
+
+        No 90 days hold the three: neither the outlet nor the staff member
+        alerts (only in periods of 100 days or more).
+        """
+        if self.days < 100:
+            return
+        outlet = self.implicated_outlet()
+        agent = self.pick(outlet.agents)
+        day = self._r() * (self.days - 97)
+        opened = []
+        for gap in (0, 46 + self._r(), 92 + 2 * self._r()):
+            event = self.card(day + gap, outlet, agent)
+            self.report(event, self.delay())
+            self.opener("opened a SIM by a staff member with implicated cards", event)
+            opened.append(event)
+        label = "three implicated cards opened over more than 90 days"
+        self.case(label, "outlet_implicated", "outlet", outlet.outlet_id, opened, expected=False)
+        self.case(label, "agent_implicated", "agent", agent, opened, expected=False)
+
+    def implicated_singles(self) -> None:
+        """Single implicated cards, each the only one of its outlet and its staff.
+
+        A SIM opened at a counter, found within weeks; a SIM and a payment
+        account opened online (no outlet or staff to account), and an account
+        at a bank's counter, found months later.
+        """
+        outlet = self.implicated_outlet()
+        day = self._r() * (self.days - 1)
+        sim = self.card(day, outlet, self.pick(outlet.agents))
+        self.report(sim, 2 + 26 * self._r())
+        self.opener("opened a SIM found in a fraud case within weeks", sim)
+
+        online = self.emit(
+            "sim.activate",
+            self.person(),
+            self.when(),
+            outlet=self.online_outlet,
+            msisdn=self.number(),
+        )
+        self.report(online, 60 + 120 * self._r())
+        self.opener("opened a SIM online, found in a fraud case months later", online)
+
+        bank = self.pick(self.bank_sources)
+        account = self.emit(
+            "bank.open", self.person(), self.when(), source=bank, outlet=self.implicated_outlet()
+        )
+        self.report(account, 30 + 150 * self._r())
+        self.opener("opened a bank account found in a fraud case", account)
+
+        payment = self.emit(
+            "bank.open",
+            self.person(),
+            self.when(),
+            source=self.pick(PAYMENT),
+            outlet=self.online_outlet,
+        )
+        self.report(payment, self.delay())
+        self.opener("opened a payment account found in a fraud case", payment)
+
+    def implicated_number_reused(self, reported_first: bool) -> None:
+        """A number cancelled and given out again, then found in a fraud case.
+
+        The report is traced to whoever held the number when it was reported:
+        the first holder if the police reported it before it was given out
+        again, else the second. The other holder is a look-alike.
+        """
+        carrier = self.pick(self.carrier_sources)
+        number = self.number()
+        traced = self.implicated_outlet()
+        day = self._r() * (self.days - 8)
+        first = self.emit(
+            "sim.activate",
+            self.person(),
+            self.when(day),
+            source=carrier,
+            msisdn=number,
+            outlet=traced if reported_first else None,
+        )
+        cancel_day = day + 1 + self._r()
+        self.emit(
+            "sim.cancel", first["id_number"], self.when(cancel_day), source=carrier, msisdn=number
+        )
+        second = self.emit(
+            "sim.activate",
+            self.person(),
+            self.when(day + 5 + 2 * self._r()),
+            source=carrier,
+            msisdn=number,
+            outlet=None if reported_first else traced,
+        )
+        if reported_first:
+            self.report(first, 3)  # after the cancellation, before the second opening
+            self.opener("held a number reported before it was given out again", first)
+            label = "given a number after it was reported: its former holder's"
+            self.opener(label, second, expected=False)
+        else:
+            self.report(second, self.delay())
+            self.opener("given a number again, then reported", second)
+            label = "held a number given out again before it was reported"
+            self.opener(label, first, expected=False)
+
+    def implicated_unknown(self) -> None:
+        """Numbers found in fraud cases that match no opening here.
+
+        One opened by someone after the police had reported it (a former
+        holder's, before the period): a look-alike. And a SIM and an account
+        never opened in the events (another province's, or long ago).
+        """
+        day = 1 + self._r() * (self.days - 2)
+        later = self.emit("sim.activate", self.person(), self.when(day), msisdn=self.number())
+        self.report(later, -1 - 60 * self._r())
+        self.opener("opened a number reported before: a former holder's", later, expected=False)
+
+        day = self._r() * self.days
+        self.report_number("sim", self.number(), day, self.pick(self.carrier_sources))
+        account = f"62{int(self._r() * 10**16):016d}"
+        self.report_number("account", account, day + self.delay(), self.pick(self.bank_sources))
+
     def holdings(self) -> list[Holding]:
         """The snapshots: ordinary inventories of everyone else in the events, then the cases'."""
         ordinary = OrdinaryHoldings(
@@ -866,6 +1131,15 @@ class Simulator:
             self.type_one_limit_two_provinces,
             self.type_one_limit_twice,
             self.type_one_limit_lookalikes,
+            self.implicated_outlet_case,
+            self.implicated_agent_case,
+            self.implicated_staff,
+            self.implicated_outlet_lookalike,
+            self.implicated_far_apart,
+            self.implicated_singles,
+            lambda: self.implicated_number_reused(reported_first=True),
+            lambda: self.implicated_number_reused(reported_first=False),
+            self.implicated_unknown,
         ]
         for inject in injections:
             inject()
@@ -873,7 +1147,8 @@ class Simulator:
     def build(self, ordinary_people: int, rounds: int = 1) -> World:
         """Ordinary business, `rounds` of every injected case, events in event-time order.
 
-        Then the inventory snapshots, as of the start of the period.
+        Then the inventory snapshots, as of the start of the period; the
+        police's implicated numbers go in the order they reported them.
         """
         if rounds and self.days < MIN_CASE_DAYS:
             raise ValueError(f"injected cases need a period of {MIN_CASE_DAYS} days or more")
@@ -883,6 +1158,7 @@ class Simulator:
                 self.inject_every_case()
             self.world.holdings = self.holdings()
         self.world.events.sort(key=lambda e: (e["occurred_at"], e["source"], e["event_id"]))
+        self.world.implicated.sort(key=lambda r: (r.reported_at, r.case_ref))
         self.world.people = self._people
         return self.world
 

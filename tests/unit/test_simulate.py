@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import io
+import re
+import shlex
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
 import pytest
-from rulekit import ALL_RULES, IMPLICATED_RULES
+from rulekit import ALL_RULES
 
 from producers.evaluate import evaluate, read_alerts, read_truth, run_evaluate
 from producers.simulate import WorldFiles, write_world
@@ -20,8 +21,9 @@ from rules.engine import Engine
 from rules.errors import InvalidEvent
 from rules.event import parse_event
 from rules.holdings import HoldingRecord, read_holdings
+from rules.implicated import NO_OPENING, parse_implicated
 from rules.pseudonym import Pseudonymizer, mask_id
-from rules.replay import replay
+from rules.replay import Implications, replay
 from stream.cli import main
 
 FIXED = datetime(2026, 6, 1, tzinfo=UTC)
@@ -30,15 +32,21 @@ RULE_IDS = list(RuleSettings.__dataclass_fields__)
 
 
 def replayed(files: WorldFiles, out: Path, holdings: bool = True) -> Path:
-    with out.open("wb") as alerts:
+    """The alerts of a replay of `files` in `out`; traces and dead letters beside them."""
+    with (
+        out.open("wb") as alerts,
+        out.with_name("traces.jsonl").open("w+b") as traces,
+        out.with_name("deadletter.jsonl").open("wb") as dead,
+    ):
         replay(
             files.events,
             Engine(RuleSettings(), clock=lambda: FIXED),
             KEY,
             alerts,
-            io.BytesIO(),
+            dead,
             files.watchlist,
             holdings=files.holdings if holdings else None,
+            implicated=Implications(files.implicated, KEY, traces),
         )
     return out
 
@@ -57,27 +65,48 @@ def test_every_rule_is_found_and_no_alert_is_unexpected(month: tuple[WorldFiles,
     result = evaluate(cases, read_alerts(alerts), RULE_IDS)
     assert set(result.scores) == ALL_RULES
     for rule_id, score in result.scores.items():
-        if rule_id in IMPLICATED_RULES:  # TEMPORARY: the simulator plants no implicated cards yet
-            continue
         assert score.cases >= 2, rule_id  # two rounds: every rule has cases
         assert score.recall == 1.0, rule_id
         assert score.precision == 1.0, rule_id
         assert score.lookalikes_fired == 0, rule_id
     assert result.perfect
     assert not result.missed and not result.unexpected
-    # look-alikes of most rules are in the truth, and none of them alerted
+    # look-alikes of every rule are in the truth, and none of them alerted
     lookalike_rules = {c.rule_id for c in cases if not c.expected}
-    assert lookalike_rules == ALL_RULES - IMPLICATED_RULES  # TEMPORARY, as above
+    assert lookalike_rules == ALL_RULES
 
 
-def test_a_longer_period_has_the_monthly_limit_lookalike(tmp_path: Path) -> None:
-    files = write_world(simulate(3_000, days=45, seed=3), tmp_path)
+def test_the_police_find_cards_days_to_months_after_their_openings(
+    month: tuple[WorldFiles, Path],
+) -> None:
+    files, alerts = month
+    records = [parse_implicated(line) for line in files.implicated.read_bytes().splitlines()]
+    assert [r.reported_at for r in records] == sorted(r.reported_at for r in records)
+    assert {r.kind for r in records} == {"sim", "account"}
+    assert any(r.source for r in records) and not all(r.source for r in records)
+    traces = [orjson.loads(line) for line in alerts.with_name("traces.jsonl").read_bytes().split()]
+    days = sorted(t["days_to_report"] for t in traces)
+    assert days[0] < 14 and days[-1] > 90  # from days to months
+    last = orjson.loads(files.events.read_bytes().splitlines()[-1])["occurred_at"]
+    assert any(t["reported_at"] > last for t in traces)  # some long after the period
+    assert {t["channel"] for t in traces} == {"counter", "dealer", "online"}
+    # a number opened after its report, and numbers never opened: dead letters, two rounds
+    dead = alerts.with_name("deadletter.jsonl").read_bytes().splitlines()
+    assert len(dead) == 6 and all(NO_OPENING.encode() in line for line in dead)
+    assert len(traces) + len(dead) == len(records)
+
+
+def test_a_longer_period_has_the_lookalikes_that_need_one(tmp_path: Path) -> None:
+    files = write_world(simulate(3_000, days=120, seed=3), tmp_path)
     cases = read_truth(files.truth)
     lookalikes = [c for c in cases if not c.expected and c.rule_id == "sim_nonlocal_monthly_limit"]
     assert {c.label for c in lookalikes} == {
         "non-local ID, second SIM after 30 days",  # only in a period of 40 days or more
         "local ID, second SIM within 30 days",
     }
+    far = "three implicated cards opened over more than 90 days"  # 100 days or more
+    places = [c for c in cases if not c.expected and c.label == far]
+    assert {c.rule_id for c in places} == {"outlet_implicated", "agent_implicated"}
     result = evaluate(cases, read_alerts(replayed(files, tmp_path / "a.jsonl")), RULE_IDS)
     assert result.perfect, result.unexpected
 
@@ -209,7 +238,7 @@ def test_the_same_seed_gives_the_same_files(tmp_path: Path) -> None:
     first = write_world(simulate(3_000, seed=5), tmp_path / "a")
     second = write_world(simulate(3_000, seed=5), tmp_path / "b")
     other = write_world(simulate(3_000, seed=6), tmp_path / "c")
-    for name in ("events", "watchlist", "truth", "holdings"):
+    for name in ("events", "watchlist", "truth", "holdings", "implicated"):
         assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes()
     assert first.events.read_bytes() != other.events.read_bytes()
 
@@ -268,19 +297,32 @@ def test_cases_need_ten_days() -> None:
     assert Simulator(days=5).build(ordinary_people=10, rounds=0).events
 
 
-def test_simulate_and_evaluate_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_and_evaluate_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "sim"
     assert main(["simulate", "--out", str(out), "--events", "3000", "--seed", "4"]) == 0
     said = capsys.readouterr().out
     assert "labelled cases" in said and "duanka evaluate" in said
     assert "holdings snapshots" in said and f"--holdings {out / 'holdings.jsonl'}" in said
-    files = WorldFiles.under(out)
-    alerts = replayed(files, out / "alerts.jsonl")
-    assert main(["evaluate", "--strict", str(files.truth), str(alerts)]) == 0
+    assert "numbers found in fraud cases" in said
+    assert f"--implicated {out / 'implicated.jsonl'}" in said
+    # the commands it says to run next, as they are
+    replay_command, evaluate_command = said.split("next: ", 1)[1].strip().split(" && ")
+    config = tmp_path / "config.yaml"
+    config.write_text("pseudonym: {key: simulate-test}\n")
+    monkeypatch.setenv("DUANKA_CONFIG", str(config))
+    replay_args = shlex.split(replay_command)[1:]
+    assert main([*replay_args, "--quiet", "--processes", "1"]) == 0
+    assert "implicated numbers traced" in capsys.readouterr().err
+    assert (out / "traces.jsonl").read_bytes()
+    alerts = out / "alerts.jsonl"
+    assert main([*shlex.split(evaluate_command)[1:], "--strict"]) == 0
     table = capsys.readouterr().out
     assert "overall" in table and "every labelled case was found" in table
     for rule_id in ALL_RULES:
-        assert rule_id in table
+        row = re.search(rf"^{rule_id} +(\d+) +(\d+) +1\.00 ", table, re.MULTILINE)
+        assert row and row[1] == row[2] != "0", rule_id
 
     assert main(["simulate", "--events", "10"]) == 1
     assert "--out DIR" in capsys.readouterr().err
