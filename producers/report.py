@@ -449,9 +449,9 @@ def implicated_top(
     rows = figures.top(dimension, n)
     return pd.DataFrame(
         {
-            "implicated cards": [count for _, count in rows],
+            "cards": [count for _, count in rows],
             "of all": [Share(count / figures.cards) for _, count in rows],
-            f"{rule_id} alerts": [int(alerted.get(key, 0)) for key, _ in rows],
+            "alerts": [int(alerted.get(key, 0)) for key, _ in rows],
         },
         index=pd.Index([key for key, _ in rows], dtype=object),
     )
@@ -590,7 +590,7 @@ def plot_implicated_top(outlets: pd.DataFrame, agents: pd.DataFrame) -> str:
         figure.subplots(1, 2), (outlets, agents), ("outlets", "staff members"), strict=True
     ):
         rows = table.iloc[::-1]
-        values = rows["implicated cards"].to_numpy(dtype=float)
+        values = rows["cards"].to_numpy(dtype=float)
         bars = ax.barh([_plain(str(key)) for key in rows.index], values, color=IMPLICATED_COLOR)
         ax.bar_label(bars, labels=[f"{int(v):,}" for v in values], padding=3)
         ax.set_xlabel("implicated cards opened")
@@ -1039,9 +1039,10 @@ def _implicated_by_section(figures: Figures) -> str:
 def _implicated_top_section(figures: Figures, alerts: pd.DataFrame) -> str:
     note = (
         "<p>The outlets and staff members that opened the most implicated cards: where the "
-        "review of whoever opened them starts (谁开卡谁负责, 一案双查). Beside the cards, the "
-        "alerts of <code>outlet_implicated</code> and <code>agent_implicated</code> on them in "
-        "the alert file (3 implicated cards within 90 days, with the shipped config).</p>"
+        "review of whoever opened them starts (谁开卡谁负责, 一案双查): their implicated "
+        "cards, the share of all, and the alerts of <code>outlet_implicated</code> or "
+        "<code>agent_implicated</code> on them in the alert file (3 implicated cards within 90 "
+        "days, with the shipped config).</p>"
     )
     outlets = implicated_top(figures, "outlet_id", alerts)
     agents = implicated_top(figures, "agent_id", alerts)
@@ -1051,7 +1052,7 @@ def _implicated_top_section(figures: Figures, alerts: pd.DataFrame) -> str:
     parts.append('<div class="side">')
     for table_id, kind, table in (
         ("implicated-outlets", "outlet", outlets),
-        ("implicated-agents", "staff member (agent_id)", agents),
+        ("implicated-agents", "staff (agent_id)", agents),
     ):
         rows = [
             (key, *values)

@@ -929,7 +929,7 @@ def test_implicated_cards_are_counted_once_by_day_place_and_days_to_report(
     assert counts(page.tables["implicated-by-province"]) == {"Gansu (62)": 3, "Yunnan (53)": 1}
     assert counts(page.tables["implicated-by-channel"]) == {"counter": 3, "online": 1}
     assert page.tables["implicated-outlets"] == [
-        ["outlet", "implicated cards", "of all", "outlet_implicated alerts"],
+        ["outlet", "cards", "of all", "alerts"],
         ["OUT-1", "3", "75.0%", "1"],
         ["OUT-2", "1", "25.0%", "0"],
     ]
