@@ -71,6 +71,7 @@ from stream.stages import (
     Stage,
 )
 from stream.topics import CASE_PARTITIONS, CASE_TABLE, TABLES
+from stream.tracepages import install_trace_pages
 
 log = logging.getLogger("duanka.worker")
 
@@ -405,6 +406,7 @@ def create_app(
         return await (await wiring.sender.send(topic, value, key=key))
 
     console.cases = install_case_pages(app, settings, auth, send)
+    install_trace_pages(app, settings, auth)
     identities = next(stage for stage in stages if isinstance(stage, IdentityStage))
     install_check(app, Checker(wiring, identities))
 

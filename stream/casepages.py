@@ -97,6 +97,15 @@ button { font: inherit; padding: 4px 10px; border: 1px solid var(--accent); bord
 .verdict select, .verdict input { font: inherit; font-size: 13px; padding: 2px 6px;
   border: 1px solid var(--line); border-radius: 4px; }
 .verdict input.note { width: 260px; }
+.figures { display: grid; gap: 16px; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); }
+.headline { display: flex; gap: 12px 32px; flex-wrap: wrap; color: var(--muted); }
+.headline b { display: block; color: var(--ink); font-size: 22px; font-weight: 600; }
+.chart svg { width: 100%; height: auto; max-height: 240px; }
+details summary { cursor: pointer; color: var(--accent); }
+details table { margin-top: 6px; }
+.wide { overflow-x: auto; }
+main > * { min-width: 0; }
+.rank td { white-space: nowrap; }
 """
 
 
@@ -117,7 +126,9 @@ HEADERS = {
 }
 
 
-def page(title: str, body: str, session: Any, status: int = 200) -> web.Response:
+def page(
+    title: str, body: str, session: Any, status: int = 200, heading: str = "cases"
+) -> web.Response:
     who = ""
     if session is not None:
         who = (
@@ -131,8 +142,9 @@ def page(title: str, body: str, session: Any, status: int = 200) -> web.Response
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">'
         f"<title>{escape(title)} · duanka</title><style>{STYLE}</style></head><body>"
-        '<header><h1>断卡预警台 · cases</h1><a href="/console/">alerts</a>'
-        f'<a href="/console/cases">cases</a>{who}</header><main>{body}</main></body></html>'
+        f'<header><h1>断卡预警台 · {escape(heading)}</h1><a href="/console/">alerts</a>'
+        '<a href="/console/cases">cases</a><a href="/console/implicated">implicated cards</a>'
+        f"{who}</header><main>{body}</main></body></html>"
     )
     headers = {**HEADERS, "Content-Security-Policy": policy()}
     return web.Response(body=html.encode(), status=status, headers=headers)
