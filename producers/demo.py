@@ -40,8 +40,9 @@ from rules.config import Settings
 from rules.engine import Engine
 from rules.errors import DuankaError
 from rules.event import CHECK_SCHEMA
+from rules.implicated import IMPLICATED_RULES
 from rules.pseudonym import Pseudonymizer, pseudonym_key
-from rules.replay import replay
+from rules.replay import Implications, replay
 from stream.security import kafka_python_options
 
 # what the demo shows by default: a month, about a minute of streaming
@@ -90,11 +91,19 @@ def prepare(directory: Path, options: DemoOptions) -> tuple[WorldFiles, int]:
 
 
 def expected_results(
-    files: WorldFiles, settings: Settings, environ: Mapping[str, str], events: Path | None = None
+    files: WorldFiles,
+    settings: Settings,
+    environ: Mapping[str, str],
+    events: Path | None = None,
+    implicated: bool = False,
 ) -> Expected:
-    """The alert ids the engine gives for the files (or other `events`), and the lines rejected."""
+    """The alert ids the engine gives for the files (or other `events`), and the lines rejected.
+
+    With `implicated`, the simulator's implicated numbers are traced among them too.
+    """
     pseudonymizer = Pseudonymizer(pseudonym_key(settings.pseudonym_key or None, environ))
     out = io.BytesIO()
+    reports = Implications(files.implicated, pseudonymizer, io.BytesIO()) if implicated else None
     summary = replay(
         events or files.events,
         Engine(settings.rules, implicated=settings.implicated),
@@ -103,6 +112,7 @@ def expected_results(
         io.BytesIO(),
         files.watchlist,
         holdings=files.holdings,
+        implicated=reports,
     )
     alert_ids = {orjson.loads(line)["alert_id"] for line in out.getvalue().splitlines()}
     return Expected(alert_ids, summary.rejected)
@@ -310,6 +320,7 @@ class Sender:
 class Seen:
     alerts: dict[str, Alert] = field(default_factory=dict)
     dead: int = 0
+    letters: list[dict[str, object]] = field(default_factory=list)
 
 
 def short(alert: Alert) -> str:
@@ -373,6 +384,10 @@ def run_demo(
                 code = summarise(files, settings, sender, expected, seen, frozenset(checks.refused))
                 summarise_checks(checks, unchecked, expected)
                 code = max(code, police(settings, files, environ, consumer, worker, seen))
+                code = max(
+                    code,
+                    implicated(settings, files, environ, consumer, worker, seen, checks.sent_path),
+                )
                 if options.forever:
                     say(f"\nstill running: the police console is at {console_url(settings)}")
                     say("following new alerts; Ctrl-C stops the worker and the broker")
@@ -418,6 +433,54 @@ def police(
         return 1
     finally:
         producer.close()
+    return 0
+
+
+def implicated(
+    settings: Settings,
+    files: WorldFiles,
+    environ: Mapping[str, str],
+    consumer: KafkaConsumer,
+    worker: subprocess.Popen[bytes],
+    seen: Seen,
+    sent: Path,
+) -> int:
+    """The police report the numbers found in fraud cases (producers/implicated_demo.py).
+
+    Then the three rules on them are scored against the ground truth, and
+    the alerts the rule engine gives for what was sent must all arrive.
+    """
+    from producers.implicated_demo import ImplicatedStepFailed, implicated_step
+
+    def alerts() -> dict[str, Alert]:
+        poll(consumer, settings, worker, seen)
+        return seen.alerts
+
+    def letters() -> list[dict[str, object]]:
+        poll(consumer, settings, worker, seen)
+        return seen.letters
+
+    try:
+        implicated_step(settings, files.implicated, alerts, letters)
+    except (ImplicatedStepFailed, OSError) as error:
+        say(f"IMPLICATED STEP FAILED: {error}")
+        return 1
+    ids = expected_results(files, settings, environ, sent, implicated=True).alert_ids
+    deadline = time.monotonic() + SETTLE_S
+    while not ids <= set(seen.alerts) and time.monotonic() < deadline:
+        poll(consumer, settings, worker, seen)
+    rules = [r for r in IMPLICATED_RULES if r in settings.rules.__dataclass_fields__]
+    cases = [case for case in read_truth(files.truth) if case.rule_id in rules]
+    traced = [a for a in seen.alerts.values() if a.rule_id in rules]
+    evaluation = evaluate(cases, traced, rules)
+    say("\nthe implicated-card alerts against the simulation's ground truth:")
+    say(table(evaluation))
+    say(details(evaluation))
+    missing = ids - set(seen.alerts)
+    if missing:
+        say(f"MISMATCH: {len(missing)} expected alerts on implicated cards missing")
+        return 1
+    say("every expected alert on implicated cards arrived through Kafka")
     return 0
 
 
@@ -479,6 +542,7 @@ def poll(
             else:
                 seen.dead += 1
                 letter = orjson.loads(record.value)
+                seen.letters.append(letter)
                 say(
                     f"  dead letter: {letter['topic']} partition {letter['partition']} "
                     f"offset {letter['offset']}: {letter['error']}"
@@ -523,7 +587,8 @@ def summarise(
     found, was stopped there: it is left out of the score, and counted.
     """
     say(f"\n{sender.summary}")
-    cases = read_truth(files.truth)
+    # the cases of the rules on implicated numbers are scored once the police report them
+    cases = [case for case in read_truth(files.truth) if case.rule_id not in IMPLICATED_RULES]
     found = {
         (alert.rule_id, f"{e.source}/{e.event_id}")
         for alert in seen.alerts.values()
@@ -535,7 +600,8 @@ def summarise(
         if not refused.intersection(case.events)
         or any((case.rule_id, event) in found for event in case.events)
     ]
-    evaluation = evaluate(happened, seen.alerts.values(), list(settings.rules.__dataclass_fields__))
+    rules = [r for r in settings.rules.__dataclass_fields__ if r not in IMPLICATED_RULES]
+    evaluation = evaluate(happened, seen.alerts.values(), rules)
     if len(happened) < len(cases):
         say(f"\n{len(cases) - len(happened)} labelled cases were stopped at the counter")
     say("\nthe alerts against the simulation's ground truth:")

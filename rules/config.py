@@ -54,7 +54,9 @@ class Topics:
     @property
     def compacted(self) -> frozenset[str]:
         """The topics that keep the latest record per key (lists, snapshots, verdicts)."""
-        return frozenset({self.watchlist, self.holdings, self.dispositions, self.cases})
+        return frozenset(
+            {self.watchlist, self.holdings, self.dispositions, self.cases, self.traces}
+        )
 
     def names(self) -> dict[str, str]:
         """Every topic name by its config key."""

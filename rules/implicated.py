@@ -391,6 +391,7 @@ def decode_place(raw: bytes) -> PlaceState:
 
 
 PLACE_RULES = {"outlet": "outlet_implicated", "agent": "agent_implicated"}
+IMPLICATED_RULES = ("implicated_opener", *PLACE_RULES.values())
 
 
 class ImplicatedPlace:

@@ -662,9 +662,9 @@ class NumberStage(Stage[NumberState]):
         await self.emit(traced.alerts, None, lambda alert: opener_links(trace))
         topics = self.w.settings.topics
         row = orjson.dumps(trace.row())
-        self.sends.append(
-            await self.w.sender.send(topics.traces, row, key=report.number_key.encode())
-        )
+        # compacted: one record per report, kept for good (the console reads them all back)
+        key = f"{report.number_key}\x1f{report.case_ref}".encode()
+        self.sends.append(await self.w.sender.send(topics.traces, row, key=key))
         origin = _origin(self.topic, part.partition)
         for seq, (place, place_key) in enumerate(engine.places_of(trace)):
             target = cached_partition_of(f"{place}\x1f{place_key}".encode(), self.w.partitions)

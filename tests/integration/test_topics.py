@@ -48,7 +48,7 @@ def test_create_makes_every_topic_and_each_tables_changelog(
         assert describe(admin, names) == {name: 1 if name in one else 3 for name in names}
         for name in changelogs:
             assert cleanup_policy(admin, name) == "compact", name
-        for name in ("watchlist", "holdings", "dispositions", "cases"):
+        for name in ("watchlist", "holdings", "dispositions", "cases", "traces"):
             assert cleanup_policy(admin, run.topics[name]) == "compact", name
         assert cleanup_policy(admin, run.topics["alerts"]) is None
     finally:

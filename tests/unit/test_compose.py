@@ -232,12 +232,12 @@ def test_topics_creates_exactly_the_configured_topics(
         assert '--replication-factor "$$REPLICATION_FACTOR"' in line, topic
 
 
-def test_topics_compacts_the_lists_snapshots_verdicts_and_cases_and_nothing_else(
+def test_topics_compacts_the_lists_snapshots_verdicts_cases_and_traces_and_nothing_else(
     services: dict[str, Any], config: dict[str, Any]
 ) -> None:
     created = created_topics(services)
     compacted = {topic for topic, line in created.items() if "cleanup.policy=compact" in line}
-    names = ("watchlist", "holdings", "dispositions", "cases")
+    names = ("watchlist", "holdings", "dispositions", "cases", "traces")
     assert compacted == {config["topics"][name] for name in names}
 
 
