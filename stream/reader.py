@@ -153,7 +153,12 @@ class InputReader:
     def take(
         self, tp: TopicPartition, record: Any, now: float, arrived: float
     ) -> EventItem | WatchItem | HoldingItem | VerdictItem | ReportItem | None:
-        """The item a record makes (None once it is dead-lettered); moves the partition's mark."""
+        """The item a record makes (None once it is dead-lettered); moves the partition's mark.
+
+        None too for a record of a partition taken away since it was fetched.
+        """
+        if tp not in self.assigned:
+            return None
         origin = origin_of(tp)
         if tp in self.peeking and self.peek(tp, record):
             return None
@@ -432,13 +437,20 @@ class InputReader:
                 consumer.seek(tp, committed - 1)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Send and commit what was read from them; their next owner goes on from there."""
-        await self.send(time.monotonic(), commit=True)
+        """Send and commit what was read from them; their next owner goes on from there.
+
+        Records of theirs that a fetch had already returned are not taken
+        while (or after) this sends: `take` drops them, uncommitted, and the
+        next owner reads them again.
+        """
         self.assigned -= revoked
+        await self.send(time.monotonic(), commit=True)
         for tp in revoked:
             self.positions.pop(tp, None)
             self.peeking.pop(tp, None)
             self.marks.pop(origin_of(tp), None)
+            self.sent_offsets.pop(tp, None)
+        self.uncommitted -= revoked
 
 
 class Rebalance(ConsumerRebalanceListener):
