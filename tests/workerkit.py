@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import yaml
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
@@ -328,6 +328,24 @@ def write_world(world: World, root: Path) -> tuple[Path, Path, Path]:
     lines = holding_lines(world.holdings, world.as_of)
     holdings.write_bytes(b"".join(line + b"\n" for line in lines))
     return events, watchlist, holdings
+
+
+def write_implicated(world: World, root: Path) -> Path:
+    """The numbers the world's police found in fraud cases, as `implicated.jsonl`."""
+    path = root / "implicated.jsonl"
+    path.write_bytes(b"".join(record.to_json() + b"\n" for record in world.implicated))
+    return path
+
+
+def send_implicated(run: WorkerRun, world: World) -> None:
+    """Publish them to the run's implicated topic, keyed by number, as the police would."""
+    producer = KafkaProducer(bootstrap_servers=run.bootstrap, acks="all")
+    try:
+        for record in world.implicated:
+            producer.send(run.topics["implicated"], record.to_json(), key=record.number.encode())
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def replay_alerts(

@@ -20,7 +20,9 @@ from workerkit import (
     by_alert_id,
     read_topic,
     replay_alerts,
+    send_implicated,
     wait_screened,
+    write_implicated,
     write_world,
 )
 
@@ -67,13 +69,15 @@ def test_workers_in_one_group_give_replays_alerts(
     first = runs[0]
     world = Simulator(seed=40 + count, days=30).build(ordinary_people=1500)
     events, watchlist, holdings = write_world(world, tmp_path)
-    expected = replay_alerts(first, events, watchlist, holdings)
+    implicated = write_implicated(world, tmp_path)
+    expected = replay_alerts(first, events, watchlist, holdings, implicated)
     assert {a["rule_id"] for a in expected.values()} == ALL_RULES
     try:
         first.load_lists(watchlist, holdings)
         for run in runs:
             run.start()
         first.duanka("produce", "--quiet", str(events))
+        send_implicated(first, world)  # traced across the workers' number partitions
         wait_screened(first, runs)
         assert_same_alerts(first, expected)
     finally:

@@ -15,7 +15,14 @@ from typing import Any
 import orjson
 import pytest
 from rulekit import ALL_RULES
-from workerkit import WorkerRun, by_alert_id, replay_alerts, write_world
+from workerkit import (
+    WorkerRun,
+    by_alert_id,
+    replay_alerts,
+    send_implicated,
+    write_implicated,
+    write_world,
+)
 
 from producers.simulator import Simulator
 
@@ -45,12 +52,14 @@ def assert_same(
 def test_stream_equals_replay(run: WorkerRun, tmp_path: Path) -> None:
     world = Simulator(seed=11, days=30).build(ordinary_people=1500)
     events, watchlist, holdings = write_world(world, tmp_path)
-    expected = replay_alerts(run, events, watchlist, holdings)
+    implicated = write_implicated(world, tmp_path)
+    expected = replay_alerts(run, events, watchlist, holdings, implicated)
     assert {a["rule_id"] for a in expected.values()} == ALL_RULES  # the file exercises every rule
 
     run.load_lists(watchlist, holdings)
     run.start()
     run.duanka("produce", "--quiet", str(events))
+    send_implicated(run, world)
 
     records = run.read("alerts", until=lambda rs: distinct(rs) >= len(expected))
     assert_same(by_alert_id([r.value for r in records]), expected)
