@@ -393,8 +393,8 @@ def wait_screened(worker: Worker, offsets: Offsets, timeout: float) -> None:
     # to what they held when the stage before had finished
     stages = [
         (f"{app_id}-input", [*topics.inputs, topics.watchlist]),
-        (app_id, [topics.identity_events, topics.outlet_events]),
-        (app_id, [topics.agent_signals]),
+        (app_id, [topics.identity_events, topics.outlet_events, topics.number_events]),
+        (app_id, [topics.agent_signals, topics.place_events]),
     ]
     last_report = 0.0
     for group, stage in stages:
@@ -560,6 +560,8 @@ def run_worker(
             "identity_events": topics.identity_events,
             "outlet_events": topics.outlet_events,
             "agent_signals": topics.agent_signals,
+            "number_events": topics.number_events,
+            "place_events": topics.place_events,
             **changelogs,
         }
         written_records = {name: sum(offsets.ends([t]).values()) for name, t in internal.items()}
